@@ -1,0 +1,101 @@
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{Outcome, lock_parents};
+use crate::event::{Membership, Tombstone};
+
+/// Writes a membership's own event. `deleted` is the delete's version for
+/// `organizationMembership.deleted`; otherwise the row is live unless its organization or
+/// user has a tombstone not older than this event (the cascade it would have received had
+/// the events arrived in order).
+pub(super) async fn upsert(
+    pool: &PgPool,
+    m: &Membership,
+    deleted: Option<DateTime<Utc>>,
+) -> Result<Outcome, sqlx::Error> {
+    let version = deleted.unwrap_or(m.updated_at);
+    let mut tx = pool.begin().await?;
+    let parents: Vec<&str> = [Some(m.organization_id.as_str()), m.user_id.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    lock_parents(&mut tx, &parents, false).await?;
+    let result = sqlx::query(
+        r#"
+        INSERT INTO clerk.organization_memberships AS t (
+            id, organization_id, user_id, role, role_name, permissions, public_metadata,
+            private_metadata, created_at, updated_at, deleted_at, version, raw, synced_at
+        ) VALUES (
+            $1, $2, $3, $4, $5, $6, $7->'public_metadata', $7->'private_metadata', $8, $9,
+            COALESCE($10, (
+                SELECT min(p.version) FROM (
+                    SELECT version FROM clerk.organizations
+                    WHERE id = $2 AND deleted_at IS NOT NULL
+                    UNION ALL
+                    SELECT version FROM clerk.users
+                    WHERE id = $3 AND deleted_at IS NOT NULL
+                ) p
+                WHERE p.version >= $11
+            )),
+            $11, $7, now()
+        )
+        ON CONFLICT (id) DO UPDATE SET
+            organization_id = excluded.organization_id,
+            user_id = excluded.user_id,
+            role = excluded.role,
+            role_name = excluded.role_name,
+            permissions = excluded.permissions,
+            public_metadata = excluded.public_metadata,
+            private_metadata = excluded.private_metadata,
+            created_at = excluded.created_at,
+            updated_at = excluded.updated_at,
+            deleted_at = excluded.deleted_at,
+            version = excluded.version,
+            raw = excluded.raw,
+            synced_at = now()
+        WHERE t.version < excluded.version
+           OR (t.version = excluded.version AND (t.deleted_at IS NULL OR excluded.deleted_at IS NOT NULL))
+        "#,
+    )
+    .bind(&m.id)
+    .bind(&m.organization_id)
+    .bind(&m.user_id)
+    .bind(&m.role)
+    .bind(&m.role_name)
+    .bind(&m.permissions)
+    .bind(&m.raw)
+    .bind(m.created_at)
+    .bind(m.updated_at)
+    .bind(deleted)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Outcome::from_rows(result.rows_affected()))
+}
+
+/// A membership delete carries the whole membership; without it we still record the
+/// tombstone by id.
+pub(super) async fn delete(
+    pool: &PgPool,
+    t: &Tombstone<Membership>,
+) -> Result<Outcome, sqlx::Error> {
+    if let Some(last) = &t.last {
+        return upsert(pool, last, Some(t.version)).await;
+    }
+    let result = sqlx::query(
+        r#"
+        INSERT INTO clerk.organization_memberships AS t (id, deleted_at, version, raw, synced_at)
+        VALUES ($1, $2, $2, $3, now())
+        ON CONFLICT (id) DO UPDATE SET
+            deleted_at = excluded.deleted_at, version = excluded.version, synced_at = now()
+        WHERE t.version <= excluded.version
+        "#,
+    )
+    .bind(&t.id)
+    .bind(t.version)
+    .bind(&t.raw)
+    .execute(pool)
+    .await?;
+    Ok(Outcome::from_rows(result.rows_affected()))
+}

@@ -1,0 +1,90 @@
+use sqlx::PgPool;
+
+use super::{Outcome, lock_parents};
+use crate::event::{Organization, Tombstone};
+
+pub(super) async fn upsert(pool: &PgPool, o: &Organization) -> Result<Outcome, sqlx::Error> {
+    let result = sqlx::query(
+        r#"
+        INSERT INTO clerk.organizations AS t (
+            id, name, slug, image_url, has_image, created_by, members_count,
+            max_allowed_memberships, admin_delete_enabled, public_metadata, private_metadata,
+            created_at, updated_at, deleted_at, version, raw, synced_at
+        ) VALUES (
+            $1, $2, $3, $4, $5, $6, $7, $8, $9, $10->'public_metadata', $10->'private_metadata',
+            $11, $12, NULL, $12, $10, now()
+        )
+        ON CONFLICT (id) DO UPDATE SET
+            name = excluded.name,
+            slug = excluded.slug,
+            image_url = excluded.image_url,
+            has_image = excluded.has_image,
+            created_by = excluded.created_by,
+            members_count = excluded.members_count,
+            max_allowed_memberships = excluded.max_allowed_memberships,
+            admin_delete_enabled = excluded.admin_delete_enabled,
+            public_metadata = excluded.public_metadata,
+            private_metadata = excluded.private_metadata,
+            created_at = excluded.created_at,
+            updated_at = excluded.updated_at,
+            deleted_at = NULL,
+            version = excluded.version,
+            raw = excluded.raw,
+            synced_at = now()
+        WHERE t.version < excluded.version
+           OR (t.version = excluded.version AND t.deleted_at IS NULL)
+        "#,
+    )
+    .bind(&o.id)
+    .bind(&o.name)
+    .bind(&o.slug)
+    .bind(&o.image_url)
+    .bind(o.has_image)
+    .bind(&o.created_by)
+    .bind(o.members_count)
+    .bind(o.max_allowed_memberships)
+    .bind(o.admin_delete_enabled)
+    .bind(&o.raw)
+    .bind(o.created_at)
+    .bind(o.updated_at)
+    .execute(pool)
+    .await?;
+    Ok(Outcome::from_rows(result.rows_affected()))
+}
+
+/// Tombstones the organization (inserting the tombstone if it was never seen) and its
+/// memberships that are not newer than the delete.
+pub(super) async fn delete(
+    pool: &PgPool,
+    t: &Tombstone<Organization>,
+) -> Result<Outcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    lock_parents(&mut tx, &[&t.id], true).await?;
+    let applied: i64 = sqlx::query_scalar(
+        r#"
+        WITH tombstone AS (
+            INSERT INTO clerk.organizations AS t (id, deleted_at, version, raw, synced_at)
+            VALUES ($1, $2, $2, $3, now())
+            ON CONFLICT (id) DO UPDATE SET
+                deleted_at = excluded.deleted_at, version = excluded.version, synced_at = now()
+            WHERE t.version <= excluded.version
+            RETURNING 1
+        ), cascade AS (
+            UPDATE clerk.organization_memberships m
+            SET deleted_at = $2, synced_at = now()
+            WHERE m.organization_id = $1 AND m.version <= $2
+              AND (m.deleted_at IS NULL OR m.deleted_at > $2)
+            RETURNING 1
+        )
+        -- A data-modifying CTE runs to completion whether or not it is read.
+        SELECT count(*) FROM tombstone
+        "#,
+    )
+    .bind(&t.id)
+    .bind(t.version)
+    .bind(&t.raw)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Outcome::from_rows(applied as u64))
+}

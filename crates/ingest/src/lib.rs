@@ -1,0 +1,134 @@
+//! `clerk-sync-ingest`: verifies Svix-signed Clerk webhooks on their raw bytes, then stores
+//! the raw event and its job in one transaction, and only then answers 2xx.
+
+mod error;
+mod metrics;
+mod routes;
+mod store;
+mod verify;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{Router, routing::get, routing::post};
+use clap::Parser;
+use clerk_sync_core::{
+    config::{DatabaseArgs, LogArgs},
+    webhook::{SecretString, Secrets},
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use error::IngestError;
+
+/// Verifies Svix-signed Clerk webhooks and durably stores them as jobs.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "clerk-sync-ingest", version, about, long_about = None)]
+pub struct Config {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Clerk's webhook signing secret(s), `whsec_…`; several, separated by spaces or commas,
+    /// while rotating (a request signed by any of them is accepted).
+    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true)]
+    pub clerk_webhook_secret: SecretString,
+
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Largest accepted request body; larger ones get 413 without being read whole.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+
+    /// Time allowed to receive a request's body and store it (Svix gives up after 15 s).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    pub fn secrets(&self) -> anyhow::Result<Secrets> {
+        Secrets::parse(self.clerk_webhook_secret.expose())
+            .map_err(|e| anyhow::anyhow!("CLERK_WEBHOOK_SECRET: {e}"))
+    }
+}
+
+/// What the HTTP handlers share.
+pub struct Settings {
+    pub secrets: Secrets,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+pub(crate) struct AppState {
+    pool: PgPool,
+    settings: Settings,
+}
+
+/// The ingest service, bound to its listener (port 0 in tests) but not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl App {
+    /// Binds `LISTEN_ADDR` and connects lazily: the service starts while the database is
+    /// down and answers 503 until it is back.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let settings = Settings {
+            secrets: config.secrets()?,
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        };
+        let pool = clerk_sync_core::db::connect(
+            &config.db.database_url,
+            "clerk-sync-ingest",
+            config.db_max_connections,
+        )
+        .await?;
+        Self::with_pool(config.listen_addr, pool, settings).await
+    }
+
+    pub async fn with_pool(
+        addr: SocketAddr,
+        pool: PgPool,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("LISTEN_ADDR: cannot listen on {addr}"))?;
+        let state = Arc::new(AppState { pool, settings });
+        let router = Router::new()
+            .route("/webhooks/clerk", post(routes::receive))
+            .route("/healthz", get(routes::healthz))
+            .route("/readyz", get(routes::readyz))
+            .route("/metrics", get(routes::metrics))
+            .with_state(state);
+        Ok(Self { listener, router })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests
+    /// and returns.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("clerk-sync-ingest stopped");
+        Ok(())
+    }
+}

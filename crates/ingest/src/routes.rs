@@ -1,0 +1,150 @@
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use clerk_sync_core::event::Summary;
+use http_body_util::BodyExt as _;
+use tracing::Instrument as _;
+
+use crate::{
+    AppState, IngestError, metrics,
+    store::{self, Stored},
+    verify::{self, SvixHeaders},
+};
+
+/// `POST /webhooks/clerk`.
+pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let svix_id = request
+        .headers()
+        .get("svix-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(255)
+        .collect::<String>();
+    let span = tracing::info_span!(
+        "webhook",
+        svix.id = %svix_id,
+        event.type = tracing::field::Empty,
+    );
+    let result = async {
+        let timeout = state.settings.request_timeout;
+        match tokio::time::timeout(timeout, handle(&state, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(IngestError::Timeout),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            metrics::REFUSED.inc(&[e.reason()]);
+            let _enter = span.enter();
+            if e.status().is_server_error() {
+                tracing::warn!(
+                    reason = e.reason(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "delivery refused: {e}"
+                );
+            } else {
+                tracing::info!(
+                    reason = e.reason(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "delivery refused: {e}"
+                );
+            }
+            e.into_response()
+        }
+    };
+    metrics::REQUESTS.inc(&[response.status().as_str()]);
+    metrics::LATENCY.observe(&[], started.elapsed());
+    response
+}
+
+async fn handle(state: &AppState, request: Request) -> Result<Response, IngestError> {
+    let (parts, body) = request.into_parts();
+    let svix = SvixHeaders::parse(&parts.headers)?;
+    let body = read_body(body, &parts.headers, state.settings.max_body_bytes).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let event = verify::verify(&state.settings.secrets, svix, &parts.headers, body, now)?;
+    let summary = Summary::of(&event.body);
+    let event_type = summary.event_type.as_deref().unwrap_or("(unparsed)");
+    tracing::Span::current().record("event.type", event_type);
+
+    let stored = store::store(&state.pool, &event, &summary)
+        .await
+        .map_err(|e| {
+            // Logged here, once; the sender only learns that it should retry.
+            tracing::error!(error = %e, "storing the event failed");
+            IngestError::Unavailable
+        })?;
+    let (status, outcome) = match stored {
+        Stored::New { .. } => (StatusCode::ACCEPTED, "stored"),
+        Stored::Duplicate => (StatusCode::OK, "duplicate"),
+    };
+    metrics::STORED.inc(&[outcome, event_type]);
+    tracing::info!(outcome, "delivery accepted");
+    Ok((
+        status,
+        Json(serde_json::json!({ "status": outcome, "svix_id": event.headers.id })),
+    )
+        .into_response())
+}
+
+/// Reads at most `limit` bytes: a declared length over the limit is refused before reading,
+/// a chunked body as soon as it passes the limit.
+async fn read_body(
+    body: Body,
+    headers: &axum::http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, IngestError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(IngestError::BodyTooLarge { limit });
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(IngestError::BodyTooLarge { limit })
+        }
+        Err(_) => Err(IngestError::BodyUnreadable),
+    }
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the database answers.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let ping = sqlx::query("SELECT 1").execute(&state.pool);
+    match tokio::time::timeout(clerk_sync_core::db::ACQUIRE_TIMEOUT, ping).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests: real PostgreSQL, real HTTP, real signatures, real binaries.
+
+mod ingest;

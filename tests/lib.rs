@@ -1,0 +1,11 @@
+//! Test support: a fresh database per test from a migrated template, signed deliveries,
+//! the ingest service on port 0, the real binaries.
+
+pub mod db;
+pub mod http;
+pub mod procs;
+pub mod signing;
+
+pub use db::TestDb;
+pub use http::{Answer, TestIngest};
+pub use signing::Signer;
