@@ -28,3 +28,6 @@ LEFT JOIN LATERAL (
 ) first_err ON true
 WHERE j.job_type = 'clerk-sync:event'
   AND (j.status = 'Killed' OR (j.status = 'Failed' AND j.attempts >= j.max_attempts));
+
+-- Retention deletes done jobs by age; keep that from scanning the whole queue.
+CREATE INDEX IF NOT EXISTS clerk_sync_jobs_done_at_idx ON apalis.jobs (done_at) WHERE status = 'Done';

@@ -6,6 +6,7 @@ pub mod db;
 pub mod event;
 pub mod metrics;
 pub mod mirror;
+pub mod queue;
 pub mod samples;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,1 +1,300 @@
-pub fn x() {}
+//! `clerk-sync-worker`: consumes the event jobs with apalis on PostgreSQL and applies them
+//! to the mirror, with real backoff between attempts, dead letters and retention.
+//!
+//! apalis gives us claiming (`FOR UPDATE SKIP LOCKED`), LISTEN/NOTIFY pickup, heartbeats and
+//! orphan rescue. Around it we add what it lacks: a delay before a failed job's next attempt
+//! (its `run_at` is moved out before apalis marks it Failed), our own attempt cap, panics
+//! as failed attempts, every error kept, a supervisor that rebuilds the apalis worker under
+//! a fresh name when the database drops it, and pruning that never touches dead letters.
+
+mod backoff;
+pub mod handler;
+pub mod metrics;
+pub mod retention;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use apalis::prelude::{BackendExt as _, WorkerBuilder, WorkerBuilderExt as _};
+use apalis_postgres::PostgresStorage;
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use clap::Parser;
+use clerk_sync_core::{
+    QUEUE,
+    config::{DatabaseArgs, LogArgs},
+};
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::watch};
+
+pub use backoff::Backoff;
+pub use handler::BeforeApply;
+
+/// Applies stored Clerk events to the mirror tables, with retries and dead letters.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "clerk-sync-worker", version, about, long_about = None)]
+pub struct Config {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Jobs applied at once by this process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16)]
+    pub worker_concurrency: usize,
+
+    /// Attempts before a job is dead-lettered (permanent errors die at the first).
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: usize,
+
+    /// Backoff base: attempt n waits about base × 2^(n-1), with jitter, up to the cap.
+    #[arg(long, env = "RETRY_BASE_DELAY_MS", default_value_t = 1_000)]
+    pub retry_base_delay_ms: u64,
+
+    /// Longest wait between two attempts.
+    #[arg(long, env = "RETRY_MAX_DELAY_MS", default_value_t = 3_600_000)]
+    pub retry_max_delay_ms: u64,
+
+    /// Polling fallback for what NOTIFY does not announce (retries, replays, rescues).
+    #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1_000)]
+    pub poll_interval_ms: u64,
+
+    /// Heartbeat period; a worker silent for 3 heartbeats has its jobs re-enqueued.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", default_value_t = 5)]
+    pub heartbeat_interval_secs: u64,
+
+    /// Longest a single attempt may take before it counts as failed.
+    #[arg(long, env = "JOB_TIMEOUT_MS", default_value_t = 30_000)]
+    pub job_timeout_ms: u64,
+
+    /// Done jobs and their raw events older than this are pruned (dead ones never are).
+    #[arg(long, env = "RETENTION_HOURS", default_value_t = 168)]
+    pub retention_hours: u64,
+
+    /// Serves `/metrics` and `/healthz`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    pub metrics_addr: SocketAddr,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 24)]
+    pub db_max_connections: u32,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Everything the worker runs with, apart from the pool.
+#[derive(Clone)]
+pub struct Settings {
+    pub concurrency: usize,
+    pub max_attempts: usize,
+    pub backoff: Backoff,
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub job_timeout: Duration,
+    pub retention: Duration,
+    pub retention_interval: Duration,
+    /// How long SIGTERM waits for in-flight jobs before giving up on them (they are then
+    /// rescued as orphans by another worker).
+    pub drain_timeout: Duration,
+    pub before_apply: Option<BeforeApply>,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            concurrency: c.worker_concurrency.max(1),
+            max_attempts: c.max_attempts.max(1),
+            backoff: Backoff {
+                base: Duration::from_millis(c.retry_base_delay_ms),
+                cap: Duration::from_millis(c.retry_max_delay_ms.max(c.retry_base_delay_ms)),
+            },
+            poll_interval: Duration::from_millis(c.poll_interval_ms.max(10)),
+            heartbeat_interval: Duration::from_secs(c.heartbeat_interval_secs.max(1)),
+            job_timeout: Duration::from_millis(c.job_timeout_ms.max(1)),
+            retention: Duration::from_secs(c.retention_hours * 3600),
+            retention_interval: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            before_apply: None,
+        }
+    }
+}
+
+pub struct Worker {
+    pool: PgPool,
+    settings: Settings,
+    metrics: TcpListener,
+}
+
+impl Worker {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let pool = clerk_sync_core::db::connect(
+            &config.db.database_url,
+            "clerk-sync-worker",
+            config.db_max_connections,
+        )
+        .await?;
+        Self::with_pool(pool, Settings::from_config(config), config.metrics_addr).await
+    }
+
+    pub async fn with_pool(
+        pool: PgPool,
+        settings: Settings,
+        metrics_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let metrics = TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("METRICS_ADDR: cannot listen on {metrics_addr}"))?;
+        Ok(Self {
+            pool,
+            settings,
+            metrics,
+        })
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr().expect("bound listener")
+    }
+
+    /// Works until `shutdown` resolves; then stops claiming, finishes in-flight jobs (up to
+    /// the drain timeout) and returns.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let metrics = tokio::spawn(serve_metrics(self.metrics, self.pool.clone(), stop_rx.clone()));
+        let retention = tokio::spawn(retention_loop(
+            self.pool.clone(),
+            self.settings.clone(),
+            stop_rx.clone(),
+        ));
+        supervise(self.pool, self.settings, stop_rx).await;
+        retention.abort();
+        let _ = metrics.await;
+        tracing::info!("clerk-sync-worker stopped");
+        Ok(())
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the apalis worker; when the database drops it (apalis ends a worker on any backend
+/// error), builds a new one under a fresh name after a short backoff. Jobs the old one had
+/// claimed are rescued by the heartbeat timeout.
+async fn supervise(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>) {
+    let shared = Arc::new(handler::Shared {
+        pool: pool.clone(),
+        max_attempts: settings.max_attempts,
+        backoff: settings.backoff,
+        job_timeout: settings.job_timeout,
+        before_apply: settings.before_apply.clone(),
+    });
+    let mut restarts: u32 = 0;
+    while !*stop.borrow() {
+        let name = format!(
+            "clerk-sync-worker-{}-{}",
+            std::process::id(),
+            ulid::Ulid::generate()
+        );
+        let config = apalis_postgres::Config::default()
+            .queue(QUEUE)
+            .batch_size(settings.concurrency)
+            .heartbeat_interval(settings.heartbeat_interval)
+            .missed_heartbeats(3);
+        let backend = PostgresStorage::<serde_json::Value>::new(&pool)
+            .with_config(config)
+            .with_pubsub()
+            .poll_with_interval(settings.poll_interval);
+        let worker = WorkerBuilder::new(name.as_str())
+            .backend(backend)
+            .data(shared.clone())
+            .concurrency(settings.concurrency)
+            .build(handler::handle);
+        tracing::info!(worker.name = %name, "claiming jobs");
+        let started = tokio::time::Instant::now();
+        let signal = {
+            let stop = stop.clone();
+            async move {
+                stopped(stop).await;
+                Ok::<(), std::io::Error>(())
+            }
+        };
+        let drain_limit = {
+            let stop = stop.clone();
+            let drain = settings.drain_timeout;
+            async move {
+                stopped(stop).await;
+                tokio::time::sleep(drain).await;
+            }
+        };
+        let result = tokio::select! {
+            result = worker.run_until(signal) => result,
+            () = drain_limit => {
+                tracing::warn!("in-flight jobs did not finish within the drain timeout; they will be rescued");
+                return;
+            }
+        };
+        if *stop.borrow() {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "worker ended with an error while stopping");
+            }
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            restarts = 0;
+        }
+        restarts += 1;
+        let wait = Duration::from_millis(500 * 2u64.pow(restarts.min(6))).min(Duration::from_secs(30));
+        match result {
+            Ok(()) => tracing::warn!(retry_in_ms = wait.as_millis() as u64, "worker ended; restarting"),
+            Err(e) => tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "worker failed; restarting"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stopped(stop.clone()) => return,
+        }
+    }
+}
+
+async fn retention_loop(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>) {
+    loop {
+        match retention::prune(&pool, settings.retention).await {
+            Ok(p) if p != retention::Pruned::default() => tracing::info!(
+                jobs = p.jobs,
+                events = p.events,
+                errors = p.errors,
+                workers = p.workers,
+                "pruned past retention"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(settings.retention_interval) => {}
+            () = stopped(stop.clone()) => return,
+        }
+    }
+}
+
+async fn serve_metrics(listener: TcpListener, pool: PgPool, stop: watch::Receiver<bool>) {
+    async fn render(State(pool): State<PgPool>) -> impl IntoResponse {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            metrics::render(&pool).await,
+        )
+    }
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(pool);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(stop))
+        .await
+    {
+        tracing::warn!(error = %e, "metrics server stopped");
+    }
+}

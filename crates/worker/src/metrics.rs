@@ -1,0 +1,62 @@
+use clerk_sync_core::metrics::{CounterVec, HistogramVec, LATENCY_BUCKETS, gauge};
+use sqlx::PgPool;
+
+pub static JOBS: CounterVec = CounterVec::new(
+    "clerk_sync_worker_jobs_total",
+    "Jobs completed, by outcome (applied, stale, skipped) and event type.",
+    &["outcome", "event_type"],
+);
+pub static FAILED_ATTEMPTS: CounterVec = CounterVec::new(
+    "clerk_sync_worker_failed_attempts_total",
+    "Failed attempts, by kind (transient, timeout, panic, permanent, exhausted).",
+    &["kind"],
+);
+pub static DEAD: CounterVec = CounterVec::new(
+    "clerk_sync_worker_dead_letters_total",
+    "Jobs dead-lettered by this process, by the kind of their last failure.",
+    &["kind"],
+);
+pub static DURATION: HistogramVec = HistogramVec::new(
+    "clerk_sync_worker_job_duration_seconds",
+    "Time to apply one event.",
+    &[],
+    LATENCY_BUCKETS,
+);
+pub static LAG: HistogramVec = HistogramVec::new(
+    "clerk_sync_worker_sync_lag_seconds",
+    "From the event's time (envelope timestamp) to its row in the mirror.",
+    &[],
+    LATENCY_BUCKETS,
+);
+
+/// Counters of this process, plus the queue as the database sees it (all workers).
+pub async fn render(pool: &PgPool) -> String {
+    let mut out = String::new();
+    JOBS.render(&mut out);
+    FAILED_ATTEMPTS.render(&mut out);
+    DEAD.render(&mut out);
+    DURATION.render(&mut out);
+    LAG.render(&mut out);
+    if let Ok(q) = clerk_sync_core::queue::QueueStats::read(pool).await {
+        let states: Vec<(&[(&str, &str)], f64)> = vec![
+            (&[("state", "pending")], q.pending as f64),
+            (&[("state", "running")], q.running as f64),
+            (&[("state", "done")], q.done as f64),
+            (&[("state", "dead")], q.dead as f64),
+        ];
+        gauge(&mut out, "clerk_sync_queue_jobs", "Jobs in the queue by state.", &states);
+        gauge(
+            &mut out,
+            "clerk_sync_queue_oldest_pending_age_seconds",
+            "Age of the oldest job waiting to run (retries included).",
+            &[(&[], q.oldest_pending_age_seconds as f64)],
+        );
+        gauge(
+            &mut out,
+            "clerk_sync_events_received",
+            "Raw events stored (after retention).",
+            &[(&[], q.events_received as f64)],
+        );
+    }
+    out
+}
