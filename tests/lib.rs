@@ -2,10 +2,13 @@
 //! the ingest service on port 0, the real binaries.
 
 pub mod db;
+pub mod events;
 pub mod http;
 pub mod procs;
 pub mod signing;
+pub mod worker;
 
 pub use db::TestDb;
 pub use http::{Answer, TestIngest};
 pub use signing::Signer;
+pub use worker::TestWorker;

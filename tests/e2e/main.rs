@@ -1,3 +1,4 @@
 //! End-to-end tests: real PostgreSQL, real HTTP, real signatures, real binaries.
 
 mod ingest;
+mod worker;
