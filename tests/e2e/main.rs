@@ -1,4 +1,5 @@
 //! End-to-end tests: real PostgreSQL, real HTTP, real signatures, real binaries.
 
 mod ingest;
+mod property;
 mod worker;

@@ -2,6 +2,26 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{Outcome, lock_parents};
+
+// A membership's data follows its newest payload (`updated_at`; a delete repeats the last
+// one), its deletion follows its newest event (`version`; a delete's envelope timestamp).
+macro_rules! newer_data {
+    () => {
+        "(t.updated_at IS NULL OR t.updated_at <= excluded.updated_at)"
+    };
+}
+macro_rules! newer_event {
+    () => {
+        "(t.version < excluded.version OR (t.version = excluded.version
+          AND (t.deleted_at IS NULL OR excluded.deleted_at IS NOT NULL)))"
+    };
+}
+/// `col = CASE WHEN <cond> THEN excluded.col ELSE t.col END,`
+macro_rules! follow {
+    ($cond:expr, $col:literal) => {
+        concat!(" ", $col, " = CASE WHEN ", $cond, " THEN excluded.", $col, " ELSE t.", $col, " END,")
+    };
+}
 use crate::event::{Membership, Tombstone};
 
 /// Writes a membership's own event. `deleted` is the delete's version for
@@ -20,7 +40,7 @@ pub(super) async fn upsert(
         .flatten()
         .collect();
     lock_parents(&mut tx, &parents, false).await?;
-    let result = sqlx::query(
+    let result = sqlx::query(concat!(
         r#"
         INSERT INTO clerk.organization_memberships AS t (
             id, organization_id, user_id, role, role_name, permissions, public_metadata,
@@ -40,23 +60,24 @@ pub(super) async fn upsert(
             $11, $7, now()
         )
         ON CONFLICT (id) DO UPDATE SET
-            organization_id = excluded.organization_id,
-            user_id = excluded.user_id,
-            role = excluded.role,
-            role_name = excluded.role_name,
-            permissions = excluded.permissions,
-            public_metadata = excluded.public_metadata,
-            private_metadata = excluded.private_metadata,
-            created_at = excluded.created_at,
-            updated_at = excluded.updated_at,
-            deleted_at = excluded.deleted_at,
-            version = excluded.version,
-            raw = excluded.raw,
-            synced_at = now()
-        WHERE t.version < excluded.version
-           OR (t.version = excluded.version AND (t.deleted_at IS NULL OR excluded.deleted_at IS NOT NULL))
         "#,
-    )
+        follow!(newer_data!(), "organization_id"),
+        follow!(newer_data!(), "user_id"),
+        follow!(newer_data!(), "role"),
+        follow!(newer_data!(), "role_name"),
+        follow!(newer_data!(), "permissions"),
+        follow!(newer_data!(), "public_metadata"),
+        follow!(newer_data!(), "private_metadata"),
+        follow!(newer_data!(), "created_at"),
+        follow!(newer_data!(), "updated_at"),
+        follow!(newer_data!(), "raw"),
+        follow!(newer_event!(), "deleted_at"),
+        follow!(newer_event!(), "version"),
+        " synced_at = now() WHERE ",
+        newer_data!(),
+        " OR ",
+        newer_event!(),
+    ))
     .bind(&m.id)
     .bind(&m.organization_id)
     .bind(&m.user_id)

@@ -1,10 +1,14 @@
 //! The mirror's versioned upserts, one file per Clerk object kind.
 //!
-//! The ordering rule lives in SQL (`ON CONFLICT … DO UPDATE … WHERE version …`), so any
-//! number of workers and re-deliveries can run at once without application locks:
-//! an event changes a row only if its version is not older than the stored one, and at an
-//! equal version a delete wins. Deleting a user or an organization also tombstones its
-//! memberships; a membership that arrives after its parent's tombstone is stored tombstoned.
+//! The ordering rule lives in SQL (`ON CONFLICT … DO UPDATE … WHERE …`), so any number of
+//! workers and re-deliveries can run at once without application locks. Each row keeps two
+//! versions: `updated_at`, the version of its data (the newest created/updated payload
+//! wins), and `version`, the newest event of any kind (a delete's envelope timestamp), which
+//! decides whether the row is deleted. So the mirror ends exactly as if the events had
+//! arrived in order: a delete is never undone by an older event, and an older update that
+//! arrives after the delete still leaves the data the object had when it was deleted.
+//! Deleting a user or an organization also tombstones its memberships; a membership event
+//! older than a parent's tombstone is stored tombstoned, whenever it arrives.
 
 mod memberships;
 mod organizations;

@@ -27,12 +27,12 @@ pub(super) async fn upsert(pool: &PgPool, o: &Organization) -> Result<Outcome, s
             private_metadata = excluded.private_metadata,
             created_at = excluded.created_at,
             updated_at = excluded.updated_at,
-            deleted_at = NULL,
-            version = excluded.version,
+            -- A newer event revives the row; an older one fills in data under a tombstone.
+            deleted_at = CASE WHEN t.version < excluded.version THEN NULL ELSE t.deleted_at END,
+            version = GREATEST(t.version, excluded.version),
             raw = excluded.raw,
             synced_at = now()
-        WHERE t.version < excluded.version
-           OR (t.version = excluded.version AND t.deleted_at IS NULL)
+        WHERE t.updated_at IS NULL OR t.updated_at <= excluded.updated_at
         "#,
     )
     .bind(&o.id)
