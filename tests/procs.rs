@@ -19,3 +19,34 @@ pub fn bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// `clerk-sync-worker` as a child process on `database_url`, with test-sized timings.
+/// Its logs go to a file in the temp dir, named after `label`.
+pub fn spawn_worker(database_url: &str, label: &str) -> tokio::process::Child {
+    let log = std::env::temp_dir().join(format!("clerk-sync-{label}.log"));
+    let log = std::fs::File::create(&log).expect("worker log file");
+    tokio::process::Command::new(bin("clerk-sync-worker"))
+        .env("DATABASE_URL", database_url)
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("HEARTBEAT_INTERVAL_SECS", "1")
+        .env("POLL_INTERVAL_MS", "100")
+        .env("RETRY_BASE_DELAY_MS", "200")
+        .env("WORKER_CONCURRENCY", "4")
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawning clerk-sync-worker")
+}
+
+/// Sends a signal by name (`TERM`, `KILL`) to a child process.
+pub fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("child is running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
