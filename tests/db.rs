@@ -118,6 +118,15 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 impl TestDb {
     pub async fn new() -> Self {
         let template = ensure_template().await;
+        Self::create(&template).await
+    }
+
+    /// An empty database, not migrated.
+    pub async fn empty() -> Self {
+        Self::create("template0").await
+    }
+
+    async fn create(template: &str) -> Self {
         let name = format!(
             "clerk_sync_test_{}_{}_{:x}",
             std::process::id(),

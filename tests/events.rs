@@ -31,7 +31,11 @@ pub fn user_data(id: &str, version_ms: i64, first_name: &str) -> Value {
 }
 
 pub fn user_event(kind: &str, id: &str, version_ms: i64, first_name: &str) -> Vec<u8> {
-    envelope(&format!("user.{kind}"), user_data(id, version_ms, first_name), version_ms)
+    envelope(
+        &format!("user.{kind}"),
+        user_data(id, version_ms, first_name),
+        version_ms,
+    )
 }
 
 pub fn user_deleted(id: &str, timestamp_ms: i64) -> Vec<u8> {
@@ -53,7 +57,11 @@ pub fn org_data(id: &str, version_ms: i64, name: &str) -> Value {
 }
 
 pub fn org_event(kind: &str, id: &str, version_ms: i64, name: &str) -> Vec<u8> {
-    envelope(&format!("organization.{kind}"), org_data(id, version_ms, name), version_ms)
+    envelope(
+        &format!("organization.{kind}"),
+        org_data(id, version_ms, name),
+        version_ms,
+    )
 }
 
 pub fn org_deleted(id: &str, timestamp_ms: i64) -> Vec<u8> {
@@ -75,7 +83,14 @@ pub fn membership_data(id: &str, org: &str, user: &str, version_ms: i64, role: &
     d
 }
 
-pub fn membership_event(kind: &str, id: &str, org: &str, user: &str, version_ms: i64, role: &str) -> Vec<u8> {
+pub fn membership_event(
+    kind: &str,
+    id: &str,
+    org: &str,
+    user: &str,
+    version_ms: i64,
+    role: &str,
+) -> Vec<u8> {
     envelope(
         &format!("organizationMembership.{kind}"),
         membership_data(id, org, user, version_ms, role),

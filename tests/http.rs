@@ -4,28 +4,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use clerk_sync_core::webhook::Secrets;
 use clerk_sync_ingest::{App, Settings};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::signing::{Delivery, SECRET, Signer};
 
-/// An HTTP answer: status and body text.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-pub fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(64)
-        .build_http()
-}
+pub use clerk_sync_core::http::{Answer, Client as HttpClient, client};
 
 pub async fn request(
     client: &HttpClient,
@@ -34,25 +18,9 @@ pub async fn request(
     headers: &[(String, String)],
     body: Vec<u8>,
 ) -> Result<Answer, String> {
-    let mut req = hyper::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let req = req
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let res = client.request(req).await.map_err(|e| format!("{e:?}"))?;
-    let status = res.status().as_u16();
-    let body = res
-        .into_body()
-        .collect()
+    clerk_sync_core::http::request(client, method, url, headers, body)
         .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(Answer {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// `clerk-sync-ingest` running in this test's runtime.

@@ -23,6 +23,15 @@ pub fn bin(name: &str) -> PathBuf {
 /// `clerk-sync-worker` as a child process on `database_url`, with test-sized timings.
 /// Its logs go to a file in the temp dir, named after `label`.
 pub fn spawn_worker(database_url: &str, label: &str) -> tokio::process::Child {
+    spawn_worker_with(database_url, label, &[])
+}
+
+/// Like [`spawn_worker`], with extra environment settings.
+pub fn spawn_worker_with(
+    database_url: &str,
+    label: &str,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
     let log = std::env::temp_dir().join(format!("clerk-sync-{label}.log"));
     let log = std::fs::File::create(&log).expect("worker log file");
     tokio::process::Command::new(bin("clerk-sync-worker"))
@@ -33,6 +42,7 @@ pub fn spawn_worker(database_url: &str, label: &str) -> tokio::process::Child {
         .env("RETRY_BASE_DELAY_MS", "200")
         .env("WORKER_CONCURRENCY", "4")
         .env("LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
@@ -49,4 +59,28 @@ pub fn signal(child: &tokio::process::Child, name: &str) {
         .expect("kill")
         .success();
     assert!(ok, "kill -{name} {pid}");
+}
+
+/// What a finished `clerk-sync` run printed.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `clerk-sync` CLI to completion.
+pub async fn cli(database_url: &str, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(bin("clerk-sync"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("CLERK_WEBHOOK_SECRET", crate::signing::SECRET)
+        .output()
+        .await
+        .expect("running clerk-sync");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

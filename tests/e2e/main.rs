@@ -1,6 +1,7 @@
 //! End-to-end tests: real PostgreSQL, real HTTP, real signatures, real binaries.
 
 mod ingest;
+mod operator;
 mod processes;
 mod property;
 mod worker;

@@ -35,12 +35,16 @@ async fn job(db: &TestDb) -> (String, Option<String>, i32) {
 }
 
 async fn in_flight(db: &TestDb) -> String {
-    eventually(Duration::from_secs(20), "a worker to claim the job", || async {
-        match job(db).await {
-            (status, Some(by), _) if status == "Running" => Some(by),
-            _ => None,
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "a worker to claim the job",
+        || async {
+            match job(db).await {
+                (status, Some(by), _) if status == "Running" => Some(by),
+                _ => None,
+            }
+        },
+    )
     .await
 }
 
@@ -50,7 +54,14 @@ async fn a_job_of_a_worker_killed_mid_job_completes_on_another() {
     let ingest = TestIngest::start(db.pool.clone()).await;
     let mut lock = hold_user(&db, "user_kill").await;
     let mut a = spawn_worker(&db.url, "kill-a");
-    ingest.post(&user_event("created", "user_kill", 1_760_000_000_000, "Survivor")).await;
+    ingest
+        .post(&user_event(
+            "created",
+            "user_kill",
+            1_760_000_000_000,
+            "Survivor",
+        ))
+        .await;
     let a_name = in_flight(&db).await;
 
     signal(&a, "KILL");
@@ -59,22 +70,34 @@ async fn a_job_of_a_worker_killed_mid_job_completes_on_another() {
     let _b = spawn_worker(&db.url, "kill-b");
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
 
-    let (by, attempts) = eventually(Duration::from_secs(40), "the job to complete on B", || async {
-        match job(&db).await {
-            (status, by, attempts) if status == "Done" => Some((by, attempts)),
-            _ => None,
-        }
-    })
+    let (by, attempts) = eventually(
+        Duration::from_secs(40),
+        "the job to complete on B",
+        || async {
+            match job(&db).await {
+                (status, by, attempts) if status == "Done" => Some((by, attempts)),
+                _ => None,
+            }
+        },
+    )
     .await;
     let rescued_in = killed.elapsed();
     println!("job rescued and done {rescued_in:?} after SIGKILL");
-    assert_ne!(by.as_deref(), Some(a_name.as_str()), "done by another worker");
-    assert!(rescued_in < Duration::from_secs(30), "rescued in {rescued_in:?}");
+    assert_ne!(
+        by.as_deref(),
+        Some(a_name.as_str()),
+        "done by another worker"
+    );
+    assert!(
+        rescued_in < Duration::from_secs(30),
+        "rescued in {rescued_in:?}"
+    );
     assert_eq!(attempts, 2, "the killed attempt counts");
-    let name: Option<String> = sqlx::query_scalar("SELECT first_name FROM clerk.users WHERE id = 'user_kill'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT first_name FROM clerk.users WHERE id = 'user_kill'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(name.as_deref(), Some("Survivor"));
 }
 
@@ -84,14 +107,31 @@ async fn sigterm_stops_claiming_finishes_in_flight_work_and_exits_zero() {
     let ingest = TestIngest::start(db.pool.clone()).await;
     let mut lock = hold_user(&db, "user_drain").await;
     let mut worker = spawn_worker(&db.url, "drain");
-    ingest.post(&user_event("created", "user_drain", 1_760_000_000_000, "Drained")).await;
+    ingest
+        .post(&user_event(
+            "created",
+            "user_drain",
+            1_760_000_000_000,
+            "Drained",
+        ))
+        .await;
     let name = in_flight(&db).await;
 
     signal(&worker, "TERM");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(worker.try_wait().unwrap().is_none(), "exited with a job in flight");
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "exited with a job in flight"
+    );
     // A job that arrives now is not claimed by the stopping worker.
-    ingest.post(&user_event("created", "user_later", 1_760_000_000_000, "Later")).await;
+    ingest
+        .post(&user_event(
+            "created",
+            "user_later",
+            1_760_000_000_000,
+            "Later",
+        ))
+        .await;
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
 
     let exit = tokio::time::timeout(Duration::from_secs(15), worker.wait())
@@ -104,6 +144,13 @@ async fn sigterm_stops_claiming_finishes_in_flight_work_and_exits_zero() {
             .fetch_all(&db.pool)
             .await
             .unwrap();
-    assert_eq!(rows[0], ("Done".to_owned(), Some(name), 1), "finished by the draining worker");
-    assert_eq!(rows[1].0, "Pending", "the later job waits for the next worker: {rows:?}");
+    assert_eq!(
+        rows[0],
+        ("Done".to_owned(), Some(name), 1),
+        "finished by the draining worker"
+    );
+    assert_eq!(
+        rows[1].0, "Pending",
+        "the later job waits for the next worker: {rows:?}"
+    );
 }

@@ -28,8 +28,12 @@ enum Kind {
 /// at random on one timeline with distinct times.
 fn history(seed: u64) -> Vec<Event> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let users: Vec<String> = (0..rng.usize(1..=4)).map(|i| format!("user_s{seed}_{i}")).collect();
-    let orgs: Vec<String> = (0..rng.usize(1..=3)).map(|i| format!("org_s{seed}_{i}")).collect();
+    let users: Vec<String> = (0..rng.usize(1..=4))
+        .map(|i| format!("user_s{seed}_{i}"))
+        .collect();
+    let orgs: Vec<String> = (0..rng.usize(1..=3))
+        .map(|i| format!("org_s{seed}_{i}"))
+        .collect();
     let mut objects: Vec<(String, Kind, usize, bool)> = Vec::new();
     for u in &users {
         objects.push((u.clone(), Kind::User, rng.usize(0..=3), rng.u8(0..10) < 3));
@@ -56,7 +60,9 @@ fn history(seed: u64) -> Vec<Event> {
     let mut time = 1_760_000_000_000 + (seed as i64) * 10_000_000;
     let mut events = Vec::new();
     loop {
-        let open: Vec<usize> = (0..objects.len()).filter(|&i| step[i] < total(&objects[i])).collect();
+        let open: Vec<usize> = (0..objects.len())
+            .filter(|&i| step[i] < total(&objects[i]))
+            .collect();
         if open.is_empty() {
             return events;
         }
@@ -64,7 +70,13 @@ fn history(seed: u64) -> Vec<Event> {
         time += rng.i64(1..5_000);
         let (id, kind, updates, _) = &objects[i];
         let n = step[i];
-        let action = if n == 0 { "created" } else if n <= *updates { "updated" } else { "deleted" };
+        let action = if n == 0 {
+            "created"
+        } else if n <= *updates {
+            "updated"
+        } else {
+            "deleted"
+        };
         let label = format!("v{n}-{}", rng.u32(..));
         let body = match (kind, action) {
             (Kind::User, "deleted") => user_deleted(id, time),
@@ -89,7 +101,11 @@ fn history(seed: u64) -> Vec<Event> {
 
 async fn snapshot(db: &TestDb) -> Vec<(String, Value)> {
     let mut rows = Vec::new();
-    for table in ["clerk.users", "clerk.organizations", "clerk.organization_memberships"] {
+    for table in [
+        "clerk.users",
+        "clerk.organizations",
+        "clerk.organization_memberships",
+    ] {
         let sql = format!("SELECT id, to_jsonb(t) - 'synced_at' FROM {table} t ORDER BY id");
         let mut part: Vec<(String, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(&db.pool)
@@ -102,8 +118,14 @@ async fn snapshot(db: &TestDb) -> Vec<(String, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
-    let seeds: u64 = std::env::var("PROPERTY_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let first: u64 = std::env::var("PROPERTY_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let seeds: u64 = std::env::var("PROPERTY_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let first: u64 = std::env::var("PROPERTY_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let expected = TestDb::new().await;
     let actual = TestDb::new().await;
     let ingest = TestIngest::start(actual.pool.clone()).await;
@@ -137,7 +159,10 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
             .buffer_unordered(8)
             .collect()
             .await;
-        assert!(answers.iter().all(|s| *s == 200 || *s == 202), "seed {seed}: {answers:?}");
+        assert!(
+            answers.iter().all(|s| *s == 200 || *s == 202),
+            "seed {seed}: {answers:?}"
+        );
     }
     let stats = drained(&actual.pool, Duration::from_secs(120)).await;
     assert_eq!(stats.dead, 0, "{stats:?}");
@@ -151,10 +176,13 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
         .zip(&got)
         .filter(|(w, g)| w != g)
         .map(|(w, g)| {
-            let keys: Vec<String> = w.1.as_object().unwrap().iter()
-                .filter(|(k, v)| g.1.get(k.as_str()) != Some(v))
-                .map(|(k, v)| format!("{k}: in order {v}, actual {}", g.1[k.as_str()]))
-                .collect();
+            let keys: Vec<String> =
+                w.1.as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, v)| g.1.get(k.as_str()) != Some(v))
+                    .map(|(k, v)| format!("{k}: in order {v}, actual {}", g.1[k.as_str()]))
+                    .collect();
             format!("{}: {}", w.0, keys.join("; "))
         })
         .collect();

@@ -7,7 +7,10 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use clerk_sync_core::{event::{Change, ClerkEvent}, queue::QueueStats};
+use clerk_sync_core::{
+    event::{Change, ClerkEvent},
+    queue::QueueStats,
+};
 use clerk_sync_tests::{
     TestDb, TestIngest, TestWorker,
     events::*,
@@ -16,7 +19,15 @@ use clerk_sync_tests::{
 
 const T0: i64 = 1_760_000_000_000;
 
-async fn user_row(db: &TestDb, id: &str) -> Option<(Option<String>, Option<String>, Option<DateTime<Utc>>, DateTime<Utc>)> {
+async fn user_row(
+    db: &TestDb,
+    id: &str,
+) -> Option<(
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+)> {
     sqlx::query_as(
         "SELECT first_name, primary_email_address, deleted_at, version FROM clerk.users WHERE id = $1",
     )
@@ -43,11 +54,15 @@ async fn a_delivered_event_becomes_a_row() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.pool.clone()).await;
     let worker = TestWorker::start(db.pool.clone()).await;
-    let body = clerk_sync_core::samples::get("user.created").unwrap().as_bytes();
+    let body = clerk_sync_core::samples::get("user.created")
+        .unwrap()
+        .as_bytes();
     assert_eq!(ingest.post(body).await.status, 202);
     let stats = drained(&db.pool, Duration::from_secs(10)).await;
     assert_eq!((stats.done, stats.dead), (1, 0));
-    let (first, email, deleted, _) = user_row(&db, "user_29w83sxmDNGwOuEthce5gg56FcC").await.unwrap();
+    let (first, email, deleted, _) = user_row(&db, "user_29w83sxmDNGwOuEthce5gg56FcC")
+        .await
+        .unwrap();
     assert_eq!(first.as_deref(), Some("Example"));
     assert_eq!(email.as_deref(), Some("example@example.org"));
     assert!(deleted.is_none());
@@ -65,9 +80,13 @@ async fn create_after_update_keeps_the_update() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.pool.clone()).await;
     let worker = TestWorker::start(db.pool.clone()).await;
-    ingest.post(&user_event("updated", "user_a", T0 + 10, "Newer")).await;
+    ingest
+        .post(&user_event("updated", "user_a", T0 + 10, "Newer"))
+        .await;
     drained(&db.pool, Duration::from_secs(10)).await;
-    ingest.post(&user_event("created", "user_a", T0, "Older")).await;
+    ingest
+        .post(&user_event("created", "user_a", T0, "Older"))
+        .await;
     let stats = drained(&db.pool, Duration::from_secs(10)).await;
     assert_eq!((stats.done, stats.dead), (2, 0));
     let (first, _, _, version) = user_row(&db, "user_a").await.unwrap();
@@ -83,11 +102,19 @@ async fn delete_before_update_stays_deleted() {
     let worker = TestWorker::start(db.pool.clone()).await;
     ingest.post(&user_deleted("user_b", T0 + 100)).await;
     drained(&db.pool, Duration::from_secs(10)).await;
-    ingest.post(&user_event("updated", "user_b", T0 + 50, "Late")).await;
-    ingest.post(&user_event("created", "user_b", T0, "Early")).await;
+    ingest
+        .post(&user_event("updated", "user_b", T0 + 50, "Late"))
+        .await;
+    ingest
+        .post(&user_event("created", "user_b", T0, "Early"))
+        .await;
     drained(&db.pool, Duration::from_secs(10)).await;
     let (first, _, deleted, version) = user_row(&db, "user_b").await.unwrap();
-    assert_eq!(deleted, Some(ms(T0 + 100)), "a delete is never undone by an older event");
+    assert_eq!(
+        deleted,
+        Some(ms(T0 + 100)),
+        "a delete is never undone by an older event"
+    );
     assert_eq!(version, ms(T0 + 100));
     assert_eq!(
         first.as_deref(),
@@ -102,7 +129,16 @@ async fn membership_before_its_user_and_organization() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.pool.clone()).await;
     let worker = TestWorker::start(db.pool.clone()).await;
-    ingest.post(&membership_event("created", "orgmem_1", "org_1", "user_1", T0 + 5, "org:admin")).await;
+    ingest
+        .post(&membership_event(
+            "created",
+            "orgmem_1",
+            "org_1",
+            "user_1",
+            T0 + 5,
+            "org:admin",
+        ))
+        .await;
     drained(&db.pool, Duration::from_secs(10)).await;
     let row: (String, String, String, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT organization_id, user_id, role, deleted_at FROM clerk.organization_memberships",
@@ -110,9 +146,16 @@ async fn membership_before_its_user_and_organization() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(row, ("org_1".into(), "user_1".into(), "org:admin".into(), None));
-    ingest.post(&org_event("created", "org_1", T0, "Acme")).await;
-    ingest.post(&user_event("created", "user_1", T0 + 1, "Ada")).await;
+    assert_eq!(
+        row,
+        ("org_1".into(), "user_1".into(), "org:admin".into(), None)
+    );
+    ingest
+        .post(&org_event("created", "org_1", T0, "Acme"))
+        .await;
+    ingest
+        .post(&user_event("created", "user_1", T0 + 1, "Ada"))
+        .await;
     let stats = drained(&db.pool, Duration::from_secs(10)).await;
     assert_eq!((stats.done, stats.dead), (3, 0));
     let joined: i64 = db
@@ -131,26 +174,67 @@ async fn organization_deleted_with_live_memberships_tombstones_them_in_any_order
     let ingest = TestIngest::start(db.pool.clone()).await;
     let worker = TestWorker::start(db.pool.clone()).await;
     ingest.post(&org_event("created", "org_x", T0, "X")).await;
-    ingest.post(&membership_event("created", "orgmem_x1", "org_x", "user_1", T0 + 1, "org:member")).await;
+    ingest
+        .post(&membership_event(
+            "created",
+            "orgmem_x1",
+            "org_x",
+            "user_1",
+            T0 + 1,
+            "org:member",
+        ))
+        .await;
     drained(&db.pool, Duration::from_secs(10)).await;
     ingest.post(&org_deleted("org_x", T0 + 100)).await;
     drained(&db.pool, Duration::from_secs(10)).await;
-    assert_eq!(membership_deleted_at(&db, "orgmem_x1").await, Some(Some(ms(T0 + 100))));
+    assert_eq!(
+        membership_deleted_at(&db, "orgmem_x1").await,
+        Some(Some(ms(T0 + 100)))
+    );
 
     // A membership event older than the organization's delete, arriving after it, lands
     // tombstoned: as if it had arrived in order.
-    ingest.post(&membership_event("created", "orgmem_x2", "org_x", "user_2", T0 + 2, "org:member")).await;
+    ingest
+        .post(&membership_event(
+            "created",
+            "orgmem_x2",
+            "org_x",
+            "user_2",
+            T0 + 2,
+            "org:member",
+        ))
+        .await;
     // And an older update of the cascaded one does not revive it.
-    ingest.post(&membership_event("updated", "orgmem_x1", "org_x", "user_1", T0 + 50, "org:admin")).await;
+    ingest
+        .post(&membership_event(
+            "updated",
+            "orgmem_x1",
+            "org_x",
+            "user_1",
+            T0 + 50,
+            "org:admin",
+        ))
+        .await;
     let stats = drained(&db.pool, Duration::from_secs(10)).await;
     assert_eq!(stats.dead, 0);
-    assert_eq!(membership_deleted_at(&db, "orgmem_x2").await, Some(Some(ms(T0 + 100))));
-    assert_eq!(membership_deleted_at(&db, "orgmem_x1").await, Some(Some(ms(T0 + 100))));
-    let role: String = sqlx::query_scalar("SELECT role FROM clerk.organization_memberships WHERE id = 'orgmem_x1'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(role, "org:admin", "its data is the latest before the delete");
+    assert_eq!(
+        membership_deleted_at(&db, "orgmem_x2").await,
+        Some(Some(ms(T0 + 100)))
+    );
+    assert_eq!(
+        membership_deleted_at(&db, "orgmem_x1").await,
+        Some(Some(ms(T0 + 100)))
+    );
+    let role: String = sqlx::query_scalar(
+        "SELECT role FROM clerk.organization_memberships WHERE id = 'orgmem_x1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        role, "org:admin",
+        "its data is the latest before the delete"
+    );
     worker.stop().await;
 }
 
@@ -159,7 +243,9 @@ async fn other_event_types_complete_as_skipped() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.pool.clone()).await;
     let worker = TestWorker::start(db.pool.clone()).await;
-    let body = clerk_sync_core::samples::get("session.created").unwrap().as_bytes();
+    let body = clerk_sync_core::samples::get("session.created")
+        .unwrap()
+        .as_bytes();
     ingest.post(body).await;
     let stats = drained(&db.pool, Duration::from_secs(10)).await;
     assert_eq!((stats.done, stats.dead, stats.events_received), (1, 0, 1));
@@ -173,7 +259,9 @@ async fn other_event_types_complete_as_skipped() {
     .await
     .unwrap();
     assert!(
-        metrics.body.contains(r#"clerk_sync_worker_jobs_total{outcome="skipped",event_type="session.created"}"#),
+        metrics.body.contains(
+            r#"clerk_sync_worker_jobs_total{outcome="skipped",event_type="session.created"}"#
+        ),
         "{}",
         metrics.body
     );
@@ -185,15 +273,18 @@ async fn malformed_payload_is_dead_after_one_attempt_with_the_reason() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.pool.clone()).await;
     let worker = TestWorker::start(db.pool.clone()).await;
-    ingest.post(br#"{"type":"user.updated","data":{"id":42,"updated_at":"soon"}}"#).await;
+    ingest
+        .post(br#"{"type":"user.updated","data":{"id":42,"updated_at":"soon"}}"#)
+        .await;
     ingest.post(b"not json at all").await;
     let stats = drained(&db.pool, Duration::from_secs(10)).await;
     assert_eq!((stats.done, stats.dead), (0, 2));
-    let rows: Vec<(i32, String)> =
-        sqlx::query_as("SELECT attempts, last_error FROM clerk_sync.dead_letters ORDER BY last_error")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let rows: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT attempts, last_error FROM clerk_sync.dead_letters ORDER BY last_error",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|(attempts, _)| *attempts == 1), "{rows:?}");
     assert!(rows[0].1.contains("body is not JSON"), "{rows:?}");
@@ -219,7 +310,9 @@ async fn transient_failures_back_off_with_growing_gaps_then_die_at_max_attempts(
     let ingest = TestIngest::start(db.pool.clone()).await;
     let settings = fast_settings(); // 5 attempts, base 200 ms
     let worker = TestWorker::start_with(db.pool.clone(), settings.clone()).await;
-    ingest.post(&user_event("created", "user_r", T0, "Retry")).await;
+    ingest
+        .post(&user_event("created", "user_r", T0, "Retry"))
+        .await;
     eventually(Duration::from_secs(30), "the job to die", || async {
         (QueueStats::read(&db.pool).await.unwrap().dead == 1).then_some(())
     })
@@ -235,7 +328,10 @@ async fn transient_failures_back_off_with_growing_gaps_then_die_at_max_attempts(
         vec![1, 2, 3, 4, 5],
         "every attempt's error is kept"
     );
-    assert!(errors.iter().all(|e| e.1.contains("read-only today")), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.1.contains("read-only today")),
+        "{errors:?}"
+    );
     let gaps: Vec<Duration> = errors
         .windows(2)
         .map(|w| (w[1].2 - w[0].2).to_std().unwrap())
@@ -244,7 +340,10 @@ async fn transient_failures_back_off_with_growing_gaps_then_die_at_max_attempts(
     for (i, gap) in gaps.iter().enumerate() {
         // After attempt n the next waits at least half of base × 2^(n-1).
         let floor = settings.backoff.base * 2u32.pow(i as u32) / 2;
-        assert!(*gap >= floor, "gap {i} was {gap:?}, below {floor:?}: {gaps:?}");
+        assert!(
+            *gap >= floor,
+            "gap {i} was {gap:?}, below {floor:?}: {gaps:?}"
+        );
     }
     assert!(gaps[3] > gaps[0] * 2, "gaps grow: {gaps:?}");
     let (attempts, last): (i32, String) =
@@ -266,16 +365,21 @@ async fn a_panic_is_a_failed_attempt_and_the_worker_goes_on() {
     settings.before_apply = Some({
         let panics = panics.clone();
         Arc::new(move |event: &ClerkEvent| {
-            if let ClerkEvent::User(Change::Upsert(u)) = event {
-                if u.id == "user_panic" && panics.fetch_add(1, Ordering::SeqCst) < 2 {
-                    panic!("handler bug");
-                }
+            if let ClerkEvent::User(Change::Upsert(u)) = event
+                && u.id == "user_panic"
+                && panics.fetch_add(1, Ordering::SeqCst) < 2
+            {
+                panic!("handler bug");
             }
         })
     });
     let worker = TestWorker::start_with(db.pool.clone(), settings).await;
-    ingest.post(&user_event("created", "user_panic", T0, "P")).await;
-    ingest.post(&user_event("created", "user_fine", T0, "F")).await;
+    ingest
+        .post(&user_event("created", "user_panic", T0, "P"))
+        .await;
+    ingest
+        .post(&user_event("created", "user_fine", T0, "F"))
+        .await;
     let stats = drained(&db.pool, Duration::from_secs(20)).await;
     assert_eq!((stats.done, stats.dead), (2, 0));
     assert_eq!(panics.load(Ordering::SeqCst), 3);
@@ -285,7 +389,12 @@ async fn a_panic_is_a_failed_attempt_and_the_worker_goes_on() {
             .await
             .unwrap();
     assert_eq!(kinds.len(), 2);
-    assert!(kinds.iter().all(|(k, e)| k == "panic" && e.contains("handler bug")), "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .all(|(k, e)| k == "panic" && e.contains("handler bug")),
+        "{kinds:?}"
+    );
     assert!(user_row(&db, "user_panic").await.is_some());
     worker.stop().await;
 }
@@ -296,7 +405,9 @@ async fn retention_prunes_old_done_work_but_never_dead_letters() {
     let ingest = TestIngest::start(db.pool.clone()).await;
     let worker = TestWorker::start(db.pool.clone()).await;
     for i in 0..5 {
-        ingest.post(&user_event("created", &format!("user_ret{i}"), T0, "R")).await;
+        ingest
+            .post(&user_event("created", &format!("user_ret{i}"), T0, "R"))
+            .await;
     }
     ingest.post(b"dead on arrival").await;
     let stats = drained(&db.pool, Duration::from_secs(10)).await;
@@ -316,8 +427,19 @@ async fn retention_prunes_old_done_work_but_never_dead_letters() {
     assert_eq!((pruned.jobs, pruned.events, pruned.errors), (5, 5, 0));
     let stats = QueueStats::read(&db.pool).await.unwrap();
     assert_eq!((stats.done, stats.dead, stats.events_received), (0, 1, 1));
-    assert_eq!(db.count("SELECT count(*) FROM clerk_sync.dead_letters").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM clerk_sync.job_errors").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM clerk.users").await, 5, "the mirror is never pruned");
+    assert_eq!(
+        db.count("SELECT count(*) FROM clerk_sync.dead_letters")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM clerk_sync.job_errors").await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM clerk.users").await,
+        5,
+        "the mirror is never pruned"
+    );
     worker.stop().await;
 }

@@ -98,7 +98,10 @@ pub enum ReplaySelection<'a> {
 /// Puts dead jobs back in the queue with fresh attempts and wakes the workers at once
 /// (the same NOTIFY a new job sends). Replaying is idempotent: a job that is no longer dead
 /// is not touched, and the versioned upserts make a re-applied event harmless.
-pub async fn replay(pool: &PgPool, selection: ReplaySelection<'_>) -> Result<Vec<String>, sqlx::Error> {
+pub async fn replay(
+    pool: &PgPool,
+    selection: ReplaySelection<'_>,
+) -> Result<Vec<String>, sqlx::Error> {
     let (ids, all, event_type): (Option<&[String]>, bool, Option<&str>) = match selection {
         ReplaySelection::Ids(ids) => (Some(ids), false, None),
         ReplaySelection::All { event_type } => (None, true, event_type),

@@ -95,9 +95,12 @@ async fn run(
         return Err(dead(shared, &job_id, attempt, "exhausted", error, started).await);
     }
 
-    let work = AssertUnwindSafe(tokio::time::timeout(shared.job_timeout, process(shared, args)))
-        .catch_unwind()
-        .await;
+    let work = AssertUnwindSafe(tokio::time::timeout(
+        shared.job_timeout,
+        process(shared, args),
+    ))
+    .catch_unwind()
+    .await;
     let failure = match work {
         Ok(Ok(Ok(applied))) => {
             let span = tracing::Span::current();
@@ -108,11 +111,9 @@ async fn run(
             }
             metrics::JOBS.inc(&[applied.outcome.as_str(), &applied.event_type]);
             metrics::DURATION.observe(&[], started.elapsed());
-            if let Some(t) = applied.event_time {
-                if applied.outcome == Outcome::Applied {
-                    let lag = (Utc::now() - t).to_std().unwrap_or_default();
-                    metrics::LAG.observe(&[], lag);
-                }
+            if let (Some(t), Outcome::Applied) = (applied.event_time, applied.outcome) {
+                let lag = (Utc::now() - t).to_std().unwrap_or_default();
+                metrics::LAG.observe(&[], lag);
             }
             tracing::info!(
                 outcome = applied.outcome.as_str(),
@@ -137,7 +138,10 @@ async fn run(
             Err(dead(shared, &job_id, attempt, "permanent", error, started).await)
         }
         Failure::Transient { kind, error } if attempt >= shared.max_attempts => {
-            let error = format!("{error} (attempt {attempt} of {}, giving up)", shared.max_attempts);
+            let error = format!(
+                "{error} (attempt {attempt} of {}, giving up)",
+                shared.max_attempts
+            );
             Err(dead(shared, &job_id, attempt, kind, error, started).await)
         }
         Failure::Transient { kind, error } => {
@@ -146,7 +150,9 @@ async fn run(
             // Move the job's run_at out before apalis marks it Failed: apalis would otherwise
             // fetch it again at once. If the database is down this fails too; the job is
             // then rescued as an orphan, and retried, once the database is back.
-            if let Err(e) = record_error(&shared.pool, &job_id, attempt, kind, &error, Some(delay)).await {
+            if let Err(e) =
+                record_error(&shared.pool, &job_id, attempt, kind, &error, Some(delay)).await
+            {
                 tracing::warn!(error = %e, "could not record the failed attempt");
             }
             tracing::warn!(
@@ -223,7 +229,10 @@ async fn process(shared: &Shared, args: &serde_json::Value) -> Result<Applied, F
             .fetch_optional(pool)
             .await?;
     let Some((body, svix_id)) = row else {
-        return Err(Failure::Permanent(format!("event {} is not stored", job.event_id)));
+        return Err(Failure::Permanent(format!(
+            "event {} is not stored",
+            job.event_id
+        )));
     };
     let summary = clerk_sync_core::event::Summary::of(&body);
     let event = ClerkEvent::decode(&body).map_err(|e| Failure::Permanent(e.to_string()))?;

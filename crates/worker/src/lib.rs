@@ -164,7 +164,11 @@ impl Worker {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let metrics = tokio::spawn(serve_metrics(self.metrics, self.pool.clone(), stop_rx.clone()));
+        let metrics = tokio::spawn(serve_metrics(
+            self.metrics,
+            self.pool.clone(),
+            stop_rx.clone(),
+        ));
         let retention = tokio::spawn(retention_loop(
             self.pool.clone(),
             self.settings.clone(),
@@ -248,10 +252,16 @@ async fn supervise(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>
             restarts = 0;
         }
         restarts += 1;
-        let wait = Duration::from_millis(500 * 2u64.pow(restarts.min(6))).min(Duration::from_secs(30));
+        let wait =
+            Duration::from_millis(500 * 2u64.pow(restarts.min(6))).min(Duration::from_secs(30));
         match result {
-            Ok(()) => tracing::warn!(retry_in_ms = wait.as_millis() as u64, "worker ended; restarting"),
-            Err(e) => tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "worker failed; restarting"),
+            Ok(()) => tracing::warn!(
+                retry_in_ms = wait.as_millis() as u64,
+                "worker ended; restarting"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "worker failed; restarting")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

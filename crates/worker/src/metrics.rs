@@ -44,7 +44,12 @@ pub async fn render(pool: &PgPool) -> String {
             (&[("state", "done")], q.done as f64),
             (&[("state", "dead")], q.dead as f64),
         ];
-        gauge(&mut out, "clerk_sync_queue_jobs", "Jobs in the queue by state.", &states);
+        gauge(
+            &mut out,
+            "clerk_sync_queue_jobs",
+            "Jobs in the queue by state.",
+            &states,
+        );
         gauge(
             &mut out,
             "clerk_sync_queue_oldest_pending_age_seconds",

@@ -32,41 +32,68 @@ pub async fn prune(pool: &PgPool, keep: Duration) -> Result<Pruned, sqlx::Error>
     result
 }
 
-async fn prune_locked(conn: &mut sqlx::PgConnection, keep: Duration) -> Result<Pruned, sqlx::Error> {
+async fn prune_locked(
+    conn: &mut sqlx::PgConnection,
+    keep: Duration,
+) -> Result<Pruned, sqlx::Error> {
     let keep_secs = keep.as_secs_f64();
-    let mut pruned = Pruned::default();
-    pruned.jobs = batches(conn, keep_secs, r#"
+    let jobs = batches(
+        conn,
+        keep_secs,
+        r#"
         DELETE FROM apalis.jobs WHERE id IN (
             SELECT id FROM apalis.jobs
             WHERE job_type = 'clerk-sync:event' AND status = 'Done'
               AND done_at < now() - make_interval(secs => $1)
             LIMIT $2 FOR UPDATE SKIP LOCKED)
-    "#).await?;
+    "#,
+    )
+    .await?;
     // Events whose job is gone (done and pruned, or never made) once they are old enough.
-    pruned.events = batches(conn, keep_secs, r#"
+    let events = batches(
+        conn,
+        keep_secs,
+        r#"
         DELETE FROM clerk_sync.webhook_events WHERE id IN (
             SELECT e.id FROM clerk_sync.webhook_events e
             WHERE e.received_at < now() - make_interval(secs => $1)
               AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.id = e.job_id)
             LIMIT $2)
-    "#).await?;
-    pruned.errors = batches(conn, keep_secs, r#"
+    "#,
+    )
+    .await?;
+    let errors = batches(
+        conn,
+        keep_secs,
+        r#"
         DELETE FROM clerk_sync.job_errors WHERE id IN (
             SELECT je.id FROM clerk_sync.job_errors je
             WHERE je.failed_at < now() - make_interval(secs => $1)
               AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.id = je.job_id)
             LIMIT $2)
-    "#).await?;
+    "#,
+    )
+    .await?;
     // Every worker process registers under a unique name; forget the long-gone ones.
-    pruned.workers = batches(conn, keep_secs, r#"
+    let workers = batches(
+        conn,
+        keep_secs,
+        r#"
         DELETE FROM apalis.workers WHERE id IN (
             SELECT w.id FROM apalis.workers w
             WHERE w.worker_type = 'clerk-sync:event'
               AND w.last_seen < now() - LEAST(make_interval(secs => $1), interval '1 hour')
               AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)
             LIMIT $2)
-    "#).await?;
-    Ok(pruned)
+    "#,
+    )
+    .await?;
+    Ok(Pruned {
+        jobs,
+        events,
+        errors,
+        workers,
+    })
 }
 
 async fn batches(

@@ -19,7 +19,17 @@ macro_rules! newer_event {
 /// `col = CASE WHEN <cond> THEN excluded.col ELSE t.col END,`
 macro_rules! follow {
     ($cond:expr, $col:literal) => {
-        concat!(" ", $col, " = CASE WHEN ", $cond, " THEN excluded.", $col, " ELSE t.", $col, " END,")
+        concat!(
+            " ",
+            $col,
+            " = CASE WHEN ",
+            $cond,
+            " THEN excluded.",
+            $col,
+            " ELSE t.",
+            $col,
+            " END,"
+        )
     };
 }
 use crate::event::{Membership, Tombstone};
