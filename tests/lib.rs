@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod events;
+pub mod fake_clerk;
 pub mod http;
 pub mod procs;
 pub mod signing;

@@ -71,10 +71,17 @@ pub struct Output {
 
 /// Runs the `clerk-sync` CLI to completion.
 pub async fn cli(database_url: &str, args: &[&str]) -> Output {
+    cli_with(database_url, args, &[]).await
+}
+
+/// Like [`cli`], with extra environment settings.
+pub async fn cli_with(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = tokio::process::Command::new(bin("clerk-sync"))
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("CLERK_WEBHOOK_SECRET", crate::signing::SECRET)
+        .env("LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("running clerk-sync");

@@ -1,5 +1,6 @@
 //! End-to-end tests: real PostgreSQL, real HTTP, real signatures, real binaries.
 
+mod backfill;
 mod ingest;
 mod operator;
 mod processes;

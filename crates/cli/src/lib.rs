@@ -1,6 +1,8 @@
 //! `clerk-sync`: the operator CLI. Migrations, queue status, dead letters and replay,
 //! signed test events.
 
+mod backfill;
+mod clerk_api;
 mod table;
 mod test_event;
 
@@ -76,6 +78,18 @@ pub enum Command {
         all: bool,
         #[arg(long = "type", value_name = "TYPE", requires = "all")]
         event_type: Option<String>,
+    },
+    /// Fill and repair the mirror from Clerk's Backend API (users, organizations,
+    /// memberships), under the same ordering rule as the worker: safe while webhooks flow.
+    /// Resumes an interrupted run. Prints a summary per kind.
+    Backfill {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        args: backfill::BackfillArgs,
+        /// The summary as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Sign a realistic sample event (fresh ids and timestamps) with CLERK_WEBHOOK_SECRET
     /// and post it to the ingest service, like `stripe trigger`. Prints the svix-id and
@@ -214,6 +228,19 @@ impl Cli {
                             .join(" ")
                     );
                     return Ok(ExitCode::from(1));
+                }
+            }
+            Command::Backfill { db, args, json } => {
+                let pool = pool(&db).await?;
+                let results = backfill::run(&pool, &args).await?;
+                if json {
+                    let doc: serde_json::Map<String, serde_json::Value> = results
+                        .iter()
+                        .map(|(k, c)| (format!("{k:?}").to_lowercase(), serde_json::json!(c)))
+                        .collect();
+                    println!("{}", serde_json::Value::Object(doc));
+                } else {
+                    print!("{}", backfill::summary(&results, args.dry_run));
                 }
             }
             Command::SendTestEvent {

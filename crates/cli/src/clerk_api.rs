@@ -1,0 +1,167 @@
+//! Clerk's Backend API, the few list endpoints backfill needs: paging by limit/offset,
+//! honouring `429 Retry-After`, backing off on 5xx and network errors.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clerk_sync_core::{http, webhook::SecretString};
+use serde_json::Value;
+
+pub struct ClerkApi {
+    base: String,
+    secret: SecretString,
+    client: http::Client,
+    pub max_retries: u32,
+    pub retry_base: Duration,
+    /// Requests answered, and how many were 429s or retried failures (for the summary).
+    pub requests: u64,
+    pub throttled: u64,
+    pub retried: u64,
+}
+
+/// One page of a listing.
+pub struct Page {
+    pub items: Vec<Value>,
+    pub total_count: Option<i64>,
+}
+
+/// What `GET /v1/<kind>/<id>` found.
+pub enum Lookup {
+    Found(Value),
+    NotFound,
+}
+
+impl ClerkApi {
+    pub fn new(base: &str, secret: SecretString) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            secret,
+            client: http::client(),
+            max_retries: 8,
+            retry_base: Duration::from_millis(500),
+            requests: 0,
+            throttled: 0,
+            retried: 0,
+        }
+    }
+
+    /// `GET {path}?limit=&offset=&order_by=+created_at`: a bare array (users) or
+    /// `{"data": [...], "total_count": N}` (organizations, memberships).
+    pub async fn page(&mut self, path: &str, limit: usize, offset: i64) -> anyhow::Result<Page> {
+        let url = format!(
+            "{}{path}?limit={limit}&offset={offset}&order_by=%2Bcreated_at",
+            self.base
+        );
+        let (status, body) = self.get(&url).await?;
+        if status != 200 {
+            bail!(
+                "GET {path} (offset {offset}) answered {status}: {}",
+                one_line(&body)
+            );
+        }
+        let doc: Value =
+            serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON"))?;
+        match doc {
+            Value::Array(items) => Ok(Page {
+                items,
+                total_count: None,
+            }),
+            Value::Object(mut o) => {
+                let total_count = o.get("total_count").and_then(Value::as_i64);
+                match o.remove("data") {
+                    Some(Value::Array(items)) => Ok(Page { items, total_count }),
+                    _ => bail!("GET {path}: no `data` array in the answer"),
+                }
+            }
+            _ => bail!("GET {path}: unexpected answer"),
+        }
+    }
+
+    /// `GET /v1/users/count` → `{"total_count": N}`; None if the API does not say.
+    pub async fn count(&mut self, path: &str) -> Option<i64> {
+        let url = format!("{}{path}", self.base);
+        match self.get(&url).await {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body)
+                .ok()?
+                .get("total_count")
+                .and_then(Value::as_i64),
+            _ => None,
+        }
+    }
+
+    pub async fn lookup(&mut self, path: &str) -> anyhow::Result<Lookup> {
+        let url = format!("{}{path}", self.base);
+        match self.get(&url).await? {
+            (200, body) => Ok(Lookup::Found(serde_json::from_str(&body)?)),
+            (404, _) => Ok(Lookup::NotFound),
+            (status, body) => bail!("GET {path} answered {status}: {}", one_line(&body)),
+        }
+    }
+
+    /// One GET with the retry policy: 429 waits `Retry-After` (default 1 s, at most 60 s)
+    /// and does not use up a retry; 5xx and network errors back off exponentially.
+    async fn get(&mut self, url: &str) -> anyhow::Result<(u16, String)> {
+        let headers = vec![
+            (
+                "authorization".to_owned(),
+                format!("Bearer {}", self.secret.expose()),
+            ),
+            ("accept".to_owned(), "application/json".to_owned()),
+            ("user-agent".to_owned(), "clerk-sync-backfill".to_owned()),
+        ];
+        let mut failures = 0;
+        let mut throttles = 0;
+        loop {
+            let result = http::request_full(&self.client, "GET", url, &headers, Vec::new()).await;
+            self.requests += 1;
+            let wait = match result {
+                Ok(a) if a.status == 429 && throttles < 100 => {
+                    throttles += 1;
+                    self.throttled += 1;
+                    let secs = a
+                        .header("retry-after")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(1)
+                        .min(60);
+                    tracing::info!(retry_after_s = secs, "Clerk API rate limit: waiting");
+                    Duration::from_secs(secs)
+                }
+                Ok(a) if a.status >= 500 || a.status == 429 => {
+                    failures += 1;
+                    if failures > self.max_retries {
+                        return Ok((a.status, a.body));
+                    }
+                    self.backoff(failures, &format!("answered {}", a.status))
+                }
+                Ok(a) => return Ok((a.status, a.body)),
+                Err(e) => {
+                    failures += 1;
+                    if failures > self.max_retries {
+                        return Err(e.context(format!("CLERK_API_URL: GET {url} failed")));
+                    }
+                    self.backoff(failures, &format!("{e:#}"))
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn backoff(&mut self, failures: u32, why: &str) -> Duration {
+        self.retried += 1;
+        let ceiling = self
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(failures - 1))
+            .min(Duration::from_secs(30));
+        let wait = ceiling / 2 + (ceiling / 2).mul_f64(fastrand::f64());
+        tracing::warn!(
+            attempt = failures,
+            retry_in_ms = wait.as_millis() as u64,
+            "Clerk API {why}; retrying"
+        );
+        wait
+    }
+}
+
+fn one_line(s: &str) -> String {
+    crate::table::one_line(s, 200)
+}
