@@ -32,8 +32,7 @@ pub fn spawn_worker_with(
     label: &str,
     env: &[(&str, &str)],
 ) -> tokio::process::Child {
-    let log = std::env::temp_dir().join(format!("clerk-sync-{label}.log"));
-    let log = std::fs::File::create(&log).expect("worker log file");
+    let log = std::fs::File::create(log_path(label)).expect("worker log file");
     tokio::process::Command::new(bin("clerk-sync-worker"))
         .env("DATABASE_URL", database_url)
         .env("METRICS_ADDR", "127.0.0.1:0")
@@ -90,4 +89,50 @@ pub async fn cli_with(database_url: &str, args: &[&str], env: &[(&str, &str)]) -
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The log file of a process started with `label`.
+pub fn log_path(label: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("clerk-sync-{label}.log"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// `clerk-sync-ingest` as a child process on 127.0.0.1:`port`; logs to [`log_path`].
+pub fn spawn_ingest(
+    database_url: &str,
+    port: u16,
+    label: &str,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
+    let log = std::fs::File::create(log_path(label)).expect("ingest log file");
+    tokio::process::Command::new(bin("clerk-sync-ingest"))
+        .env("DATABASE_URL", database_url)
+        .env("CLERK_WEBHOOK_SECRET", crate::signing::SECRET)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_FORMAT", "json")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawning clerk-sync-ingest")
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
 }

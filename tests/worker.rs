@@ -7,7 +7,7 @@ use clerk_sync_worker::{Backoff, Settings, Worker};
 use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-/// Fast timings: retries are tenths of seconds, a dead worker is noticed in 3 s.
+/// Fast timings: retries are tenths of seconds, a dead worker is noticed in 6 s.
 pub fn fast_settings() -> Settings {
     Settings {
         concurrency: 4,
@@ -17,7 +17,7 @@ pub fn fast_settings() -> Settings {
             cap: Duration::from_secs(5),
         },
         poll_interval: Duration::from_millis(50),
-        heartbeat_interval: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_secs(2),
         job_timeout: Duration::from_secs(10),
         retention: Duration::from_secs(7 * 24 * 3600),
         retention_interval: Duration::from_secs(3600),

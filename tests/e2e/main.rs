@@ -2,6 +2,7 @@
 
 mod backfill;
 mod ingest;
+mod observability;
 mod operator;
 mod processes;
 mod property;

@@ -12,7 +12,6 @@ use axum::{
 };
 use clerk_sync_core::event::Summary;
 use http_body_util::BodyExt as _;
-use tracing::Instrument as _;
 
 use crate::{
     AppState, IngestError, metrics,
@@ -27,39 +26,54 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
         .headers()
         .get("svix-id")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .chars()
-        .take(255)
-        .collect::<String>();
-    let span = tracing::info_span!(
-        "webhook",
-        svix.id = %svix_id,
-        event.type = tracing::field::Empty,
-    );
-    let result = async {
-        let timeout = state.settings.request_timeout;
-        match tokio::time::timeout(timeout, handle(&state, request)).await {
-            Ok(result) => result,
-            Err(_) => Err(IngestError::Timeout),
-        }
-    }
-    .instrument(span.clone())
-    .await;
+        .map(|v| v.chars().take(255).collect::<String>());
+    let timeout = state.settings.request_timeout;
+    let result = match tokio::time::timeout(timeout, handle(&state, request)).await {
+        Ok(result) => result,
+        Err(_) => Err(IngestError::Timeout),
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
     let response = match result {
-        Ok(response) => response,
+        Ok(Accepted {
+            outcome,
+            event_type,
+        }) => {
+            metrics::STORED.inc(&[outcome, &event_type]);
+            tracing::info!(
+                svix.id = svix_id.as_deref(),
+                event.type = %event_type,
+                outcome,
+                duration_ms,
+                "delivery accepted"
+            );
+            let status = if outcome == "stored" {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(serde_json::json!({ "status": outcome, "svix_id": svix_id })),
+            )
+                .into_response()
+        }
         Err(e) => {
             metrics::REFUSED.inc(&[e.reason()]);
-            let _enter = span.enter();
+            let status = e.status().as_u16();
             if e.status().is_server_error() {
                 tracing::warn!(
+                    svix.id = svix_id.as_deref(),
                     reason = e.reason(),
-                    duration_ms = started.elapsed().as_millis() as u64,
+                    status,
+                    duration_ms,
                     "delivery refused: {e}"
                 );
             } else {
                 tracing::info!(
+                    svix.id = svix_id.as_deref(),
                     reason = e.reason(),
-                    duration_ms = started.elapsed().as_millis() as u64,
+                    status,
+                    duration_ms,
                     "delivery refused: {e}"
                 );
             }
@@ -71,7 +85,12 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
     response
 }
 
-async fn handle(state: &AppState, request: Request) -> Result<Response, IngestError> {
+struct Accepted {
+    outcome: &'static str,
+    event_type: String,
+}
+
+async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestError> {
     let (parts, body) = request.into_parts();
     let svix = SvixHeaders::parse(&parts.headers)?;
     let body = read_body(body, &parts.headers, state.settings.max_body_bytes).await?;
@@ -80,27 +99,20 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, IngestEr
         .map_or(0, |d| d.as_secs() as i64);
     let event = verify::verify(&state.settings.secrets, svix, &parts.headers, body, now)?;
     let summary = Summary::of(&event.body);
-    let event_type = summary.event_type.as_deref().unwrap_or("(unparsed)");
-    tracing::Span::current().record("event.type", event_type);
-
     let stored = store::store(&state.pool, &event, &summary)
         .await
         .map_err(|e| {
             // Logged here, once; the sender only learns that it should retry.
-            tracing::error!(error = %e, "storing the event failed");
+            tracing::error!(svix.id = %event.headers.id, error = %e, "storing the event failed");
             IngestError::Unavailable
         })?;
-    let (status, outcome) = match stored {
-        Stored::New { .. } => (StatusCode::ACCEPTED, "stored"),
-        Stored::Duplicate => (StatusCode::OK, "duplicate"),
-    };
-    metrics::STORED.inc(&[outcome, event_type]);
-    tracing::info!(outcome, "delivery accepted");
-    Ok((
-        status,
-        Json(serde_json::json!({ "status": outcome, "svix_id": event.headers.id })),
-    )
-        .into_response())
+    Ok(Accepted {
+        outcome: match stored {
+            Stored::New { .. } => "stored",
+            Stored::Duplicate => "duplicate",
+        },
+        event_type: summary.event_type.unwrap_or_else(|| "(unparsed)".into()),
+    })
 }
 
 /// Reads at most `limit` bytes: a declared length over the limit is refused before reading,

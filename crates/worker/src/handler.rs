@@ -49,12 +49,39 @@ impl From<sqlx::Error> for Failure {
     }
 }
 
-struct Applied {
-    outcome: Outcome,
-    event_type: String,
+/// What we know of the job's event, filled in as it is loaded: every outcome line
+/// carries it.
+#[derive(Debug, Default)]
+struct Ctx {
+    job_id: String,
+    attempt: usize,
+    svix_id: Option<String>,
+    event_type: Option<String>,
     object_id: Option<String>,
-    svix_id: String,
     event_time: Option<DateTime<Utc>>,
+    started: Option<Instant>,
+}
+
+impl Ctx {
+    fn duration_ms(&self) -> u64 {
+        self.started.map_or(0, |s| s.elapsed().as_millis() as u64)
+    }
+}
+
+/// One log line per outcome, with the event's identity.
+macro_rules! outcome {
+    ($level:ident, $ctx:expr, $outcome:expr, $($rest:tt)*) => {
+        tracing::$level!(
+            job.id = %$ctx.job_id,
+            job.attempt = $ctx.attempt,
+            svix.id = $ctx.svix_id.as_deref(),
+            event.type = $ctx.event_type.as_deref(),
+            object.id = $ctx.object_id.as_deref(),
+            outcome = $outcome,
+            duration_ms = $ctx.duration_ms(),
+            $($rest)*
+        )
+    };
 }
 
 /// The apalis handler. Returning `AbortError` ends the job as `Killed` (dead); any other
@@ -65,61 +92,42 @@ pub async fn handle(
     attempt: Attempt,
     shared: Data<Arc<Shared>>,
 ) -> Result<(), BoxDynError> {
-    let job_id = task_id.to_string();
-    let attempt = attempt.current().max(1);
-    let span = tracing::info_span!(
-        "job",
-        job.id = %job_id,
-        job.attempt = attempt,
-        svix.id = tracing::field::Empty,
-        event.type = tracing::field::Empty,
-        object.id = tracing::field::Empty,
-    );
-    run(&shared, &args, job_id, attempt).instrument(span).await
+    let mut ctx = Ctx {
+        job_id: task_id.to_string(),
+        attempt: attempt.current().max(1),
+        started: Some(Instant::now()),
+        ..Ctx::default()
+    };
+    let span = tracing::info_span!("job", job.id = %ctx.job_id);
+    run(&shared, &args, &mut ctx).instrument(span).await
 }
 
-async fn run(
-    shared: &Shared,
-    args: &serde_json::Value,
-    job_id: String,
-    attempt: usize,
-) -> Result<(), BoxDynError> {
-    let started = Instant::now();
-
+async fn run(shared: &Shared, args: &serde_json::Value, ctx: &mut Ctx) -> Result<(), BoxDynError> {
     // A job re-enqueued again and again by crashed or stopped workers is bounded too.
-    if attempt > shared.max_attempts {
+    if ctx.attempt > shared.max_attempts {
         let error = format!(
-            "gave up: attempt {attempt} exceeds MAX_ATTEMPTS ({})",
-            shared.max_attempts
+            "gave up: attempt {} exceeds MAX_ATTEMPTS ({})",
+            ctx.attempt, shared.max_attempts
         );
-        return Err(dead(shared, &job_id, attempt, "exhausted", error, started).await);
+        return Err(dead(shared, ctx, "exhausted", error).await);
     }
 
     let work = AssertUnwindSafe(tokio::time::timeout(
         shared.job_timeout,
-        process(shared, args),
+        process(shared, args, &mut *ctx),
     ))
     .catch_unwind()
     .await;
     let failure = match work {
-        Ok(Ok(Ok(applied))) => {
-            let span = tracing::Span::current();
-            span.record("svix.id", applied.svix_id.as_str());
-            span.record("event.type", applied.event_type.as_str());
-            if let Some(id) = &applied.object_id {
-                span.record("object.id", id.as_str());
-            }
-            metrics::JOBS.inc(&[applied.outcome.as_str(), &applied.event_type]);
-            metrics::DURATION.observe(&[], started.elapsed());
-            if let (Some(t), Outcome::Applied) = (applied.event_time, applied.outcome) {
+        Ok(Ok(Ok(outcome))) => {
+            let event_type = ctx.event_type.as_deref().unwrap_or("");
+            metrics::JOBS.inc(&[outcome.as_str(), event_type]);
+            metrics::DURATION.observe(&[], ctx.started.map(|s| s.elapsed()).unwrap_or_default());
+            if let (Some(t), Outcome::Applied) = (ctx.event_time, outcome) {
                 let lag = (Utc::now() - t).to_std().unwrap_or_default();
                 metrics::LAG.observe(&[], lag);
             }
-            tracing::info!(
-                outcome = applied.outcome.as_str(),
-                duration_ms = started.elapsed().as_millis() as u64,
-                "event done"
-            );
+            outcome!(info, ctx, outcome.as_str(), "event done");
             return Ok(());
         }
         Ok(Ok(Err(failure))) => failure,
@@ -134,32 +142,29 @@ async fn run(
     };
 
     match failure {
-        Failure::Permanent(error) => {
-            Err(dead(shared, &job_id, attempt, "permanent", error, started).await)
-        }
-        Failure::Transient { kind, error } if attempt >= shared.max_attempts => {
+        Failure::Permanent(error) => Err(dead(shared, ctx, "permanent", error).await),
+        Failure::Transient { kind, error } if ctx.attempt >= shared.max_attempts => {
             let error = format!(
-                "{error} (attempt {attempt} of {}, giving up)",
-                shared.max_attempts
+                "{error} (attempt {} of {}, giving up)",
+                ctx.attempt, shared.max_attempts
             );
-            Err(dead(shared, &job_id, attempt, kind, error, started).await)
+            Err(dead(shared, ctx, kind, error).await)
         }
         Failure::Transient { kind, error } => {
-            let delay = shared.backoff.delay(attempt);
+            let delay = shared.backoff.delay(ctx.attempt);
             metrics::FAILED_ATTEMPTS.inc(&[kind]);
             // Move the job's run_at out before apalis marks it Failed: apalis would otherwise
             // fetch it again at once. If the database is down this fails too; the job is
             // then rescued as an orphan, and retried, once the database is back.
-            if let Err(e) =
-                record_error(&shared.pool, &job_id, attempt, kind, &error, Some(delay)).await
-            {
+            if let Err(e) = record_error(&shared.pool, ctx, kind, &error, Some(delay)).await {
                 tracing::warn!(error = %e, "could not record the failed attempt");
             }
-            tracing::warn!(
-                outcome = "retry",
+            outcome!(
+                warn,
+                ctx,
+                "retry",
                 error_kind = kind,
                 retry_in_ms = delay.as_millis() as u64,
-                duration_ms = started.elapsed().as_millis() as u64,
                 "attempt failed: {error}"
             );
             Err(error.into())
@@ -167,23 +172,17 @@ async fn run(
     }
 }
 
-async fn dead(
-    shared: &Shared,
-    job_id: &str,
-    attempt: usize,
-    kind: &'static str,
-    error: String,
-    started: Instant,
-) -> BoxDynError {
+async fn dead(shared: &Shared, ctx: &Ctx, kind: &'static str, error: String) -> BoxDynError {
     metrics::FAILED_ATTEMPTS.inc(&[kind]);
     metrics::DEAD.inc(&[kind]);
-    if let Err(e) = record_error(&shared.pool, job_id, attempt, kind, &error, None).await {
+    if let Err(e) = record_error(&shared.pool, ctx, kind, &error, None).await {
         tracing::warn!(error = %e, "could not record the failure");
     }
-    tracing::error!(
-        outcome = "dead",
+    outcome!(
+        error,
+        ctx,
+        "dead",
         error_kind = kind,
-        duration_ms = started.elapsed().as_millis() as u64,
         "job dead-lettered: {error}"
     );
     Box::new(AbortError::new(error))
@@ -192,8 +191,7 @@ async fn dead(
 /// Keeps every attempt's error and, for a retry, delays the next attempt: one statement.
 async fn record_error(
     pool: &PgPool,
-    job_id: &str,
-    attempt: usize,
+    ctx: &Ctx,
     kind: &str,
     error: &str,
     retry_in: Option<Duration>,
@@ -209,8 +207,8 @@ async fn record_error(
         WHERE id = $1 AND $5 IS NOT NULL
         "#,
     )
-    .bind(job_id)
-    .bind(attempt as i32)
+    .bind(&ctx.job_id)
+    .bind(ctx.attempt as i32)
     .bind(kind)
     .bind(error)
     .bind(retry_in.map(|d| d.as_secs_f64()))
@@ -219,7 +217,11 @@ async fn record_error(
     Ok(())
 }
 
-async fn process(shared: &Shared, args: &serde_json::Value) -> Result<Applied, Failure> {
+async fn process(
+    shared: &Shared,
+    args: &serde_json::Value,
+    ctx: &mut Ctx,
+) -> Result<Outcome, Failure> {
     let pool = &shared.pool;
     let job: EventJob = serde_json::from_value(args.clone())
         .map_err(|e| Failure::Permanent(format!("job arguments: {e}")))?;
@@ -235,18 +237,15 @@ async fn process(shared: &Shared, args: &serde_json::Value) -> Result<Applied, F
         )));
     };
     let summary = clerk_sync_core::event::Summary::of(&body);
+    ctx.svix_id = Some(svix_id);
+    ctx.event_type = summary.event_type;
+    ctx.object_id = summary.object_id;
+    ctx.event_time = summary.timestamp;
     let event = ClerkEvent::decode(&body).map_err(|e| Failure::Permanent(e.to_string()))?;
     if let Some(hook) = &shared.before_apply {
         hook(&event);
     }
-    let outcome = mirror::apply(pool, &event).await?;
-    Ok(Applied {
-        outcome,
-        event_type: summary.event_type.unwrap_or_default(),
-        object_id: summary.object_id,
-        svix_id,
-        event_time: summary.timestamp,
-    })
+    Ok(mirror::apply(pool, &event).await?)
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
