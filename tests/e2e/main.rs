@@ -6,4 +6,5 @@ mod observability;
 mod operator;
 mod processes;
 mod property;
+mod security;
 mod worker;

@@ -16,9 +16,19 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// first (see [`migrate`]) and keep their own history table.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
-/// Opens a pool that fails fast when the database is unreachable instead of hanging.
-pub async fn connect(url: &str, app_name: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = connect_options(url)?.application_name(app_name);
+/// Opens a pool that fails fast when the database is unreachable instead of hanging:
+/// acquiring a connection gives up after [`ACQUIRE_TIMEOUT`], and with `statement_timeout`
+/// the server cancels any statement that runs longer (a slow or locked database).
+pub async fn connect(
+    url: &str,
+    app_name: &str,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> anyhow::Result<PgPool> {
+    let mut options = connect_options(url)?.application_name(app_name);
+    if let Some(t) = statement_timeout {
+        options = options.options([("statement_timeout", format!("{}ms", t.as_millis().max(1)))]);
+    }
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)

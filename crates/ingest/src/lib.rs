@@ -41,7 +41,8 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
 
-    /// Time allowed to receive a request's body and store it (Svix gives up after 15 s).
+    /// Time allowed to receive a request's body, and again to store it (Svix gives up after
+    /// 15 s): a slow client gets 408, a slow database 503 (and its statement is cancelled).
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
@@ -91,6 +92,7 @@ impl App {
             &config.db.database_url,
             "clerk-sync-ingest",
             config.db_max_connections,
+            Some(settings.request_timeout),
         )
         .await?;
         Self::with_pool(config.listen_addr, pool, settings).await

@@ -27,11 +27,7 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
         .get("svix-id")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(255).collect::<String>());
-    let timeout = state.settings.request_timeout;
-    let result = match tokio::time::timeout(timeout, handle(&state, request)).await {
-        Ok(result) => result,
-        Err(_) => Err(IngestError::Timeout),
-    };
+    let result = handle(&state, request).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let response = match result {
         Ok(Accepted {
@@ -93,7 +89,13 @@ struct Accepted {
 async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestError> {
     let (parts, body) = request.into_parts();
     let svix = SvixHeaders::parse(&parts.headers)?;
-    let body = read_body(body, &parts.headers, state.settings.max_body_bytes).await?;
+    let limit = state.settings.request_timeout;
+    let body = tokio::time::timeout(
+        limit,
+        read_body(body, &parts.headers, state.settings.max_body_bytes),
+    )
+    .await
+    .map_err(|_| IngestError::Timeout)??;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);

@@ -125,13 +125,16 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let settings = Settings::from_config(config);
         let pool = clerk_sync_core::db::connect(
             &config.db.database_url,
             "clerk-sync-worker",
             config.db_max_connections,
+            // No single statement of ours should outlive a job's time limit.
+            Some(settings.job_timeout),
         )
         .await?;
-        Self::with_pool(pool, Settings::from_config(config), config.metrics_addr).await
+        Self::with_pool(pool, settings, config.metrics_addr).await
     }
 
     pub async fn with_pool(

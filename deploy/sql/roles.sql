@@ -1,0 +1,44 @@
+-- Least privilege for clerk-sync. Run once per database, after `clerk-sync migrate`, as the
+-- role that ran the migrations (it owns the schemas):
+--
+--   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f deploy/sql/roles.sql
+--
+-- It creates two group roles (cluster-wide, NOLOGIN) and grants them what each service
+-- needs in this database. Give each service its own login in one of them:
+--
+--   CREATE ROLE clerk_sync_ingest_login LOGIN PASSWORD '…' IN ROLE clerk_sync_ingest;
+--   CREATE ROLE clerk_sync_worker_login LOGIN PASSWORD '…' IN ROLE clerk_sync_worker;
+--
+-- Migrations, backfill and replay keep running as the owner (`clerk-sync migrate`,
+-- `clerk-sync backfill`, `clerk-sync replay`).
+
+DO $$
+BEGIN
+    BEGIN
+        CREATE ROLE clerk_sync_ingest NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+    BEGIN
+        CREATE ROLE clerk_sync_worker NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+END
+$$;
+
+-- ingest: store a verified event and enqueue its job. Nothing else: it cannot read raw
+-- bodies back, touch the mirror, or change or delete any job.
+GRANT USAGE ON SCHEMA clerk_sync, apalis TO clerk_sync_ingest;
+GRANT INSERT ON clerk_sync.webhook_events TO clerk_sync_ingest;
+GRANT SELECT (id, svix_id) ON clerk_sync.webhook_events TO clerk_sync_ingest;
+GRANT INSERT ON apalis.jobs TO clerk_sync_ingest;
+
+-- worker: claim and finish jobs, read stored events, write the mirror, keep errors, prune.
+GRANT USAGE ON SCHEMA clerk, clerk_sync, apalis TO clerk_sync_worker;
+GRANT SELECT, INSERT, UPDATE ON clerk.users, clerk.organizations, clerk.organization_memberships
+    TO clerk_sync_worker;
+GRANT SELECT, DELETE ON clerk_sync.webhook_events TO clerk_sync_worker;
+GRANT SELECT, INSERT, DELETE ON clerk_sync.job_errors TO clerk_sync_worker;
+GRANT SELECT ON clerk_sync.dead_letters TO clerk_sync_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON apalis.jobs, apalis.workers TO clerk_sync_worker;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO clerk_sync_worker;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA clerk_sync TO clerk_sync_worker;
