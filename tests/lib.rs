@@ -5,6 +5,7 @@ pub mod db;
 pub mod events;
 pub mod fake_clerk;
 pub mod http;
+pub mod pg_cluster;
 pub mod procs;
 pub mod signing;
 pub mod worker;
