@@ -251,6 +251,18 @@ async fn body_over_the_limit_is_413_declared_or_chunked() {
 }
 
 #[tokio::test]
+async fn oversized_headers_are_431() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.pool.clone()).await;
+    let d = ingest.signer.sign(&sample("user.created"));
+    let mut headers = d.headers();
+    headers.push(("x-padding".into(), "p".repeat(20_000)));
+    let answer = ingest.post_raw(&headers, d.body.clone()).await;
+    assert_eq!(answer.status, 431, "{answer:?}");
+    assert_eq!(stored(&db).await, (0, 0));
+}
+
+#[tokio::test]
 async fn unknown_event_types_are_accepted_and_stored() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.pool.clone()).await;

@@ -500,3 +500,78 @@ mod tests {
         );
     }
 }
+
+/// Fuzzing the decoder of untrusted bytes (a verified body is still untrusted input).
+/// `PROPTEST_CASES=1000000 cargo test -p clerk-sync-core fuzz` for a long run.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::hash_map(".{0,12}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn samples() -> Vec<Value> {
+        crate::samples::TYPES
+            .iter()
+            .map(|t| serde_json::from_str(crate::samples::get(t).unwrap()).unwrap())
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = ClerkEvent::decode(&bytes);
+            let _ = Summary::of(&bytes);
+        }
+
+        #[test]
+        fn fuzz_any_field_of_a_real_event_may_hold_anything(
+            which in 0usize..10,
+            field in 0usize..64,
+            value in json(),
+            in_envelope in any::<bool>(),
+        ) {
+            let mut event = samples()[which % crate::samples::TYPES.len()].clone();
+            let target = if in_envelope { &mut event } else { &mut event["data"] };
+            if let Value::Object(map) = target {
+                let keys: Vec<String> = map.keys().cloned().collect();
+                let key = keys[field % keys.len()].clone();
+                map.insert(key, value);
+            }
+            let bytes = serde_json::to_vec(&event).unwrap();
+            // Either a decoded event or a clear MalformedEvent: never a panic.
+            if let Err(e) = ClerkEvent::decode(&bytes) {
+                prop_assert!(e.to_string().starts_with("malformed event: "));
+            }
+            let _ = Summary::of(&bytes);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        let deep = format!(
+            "{{\"type\":\"user.created\",\"data\":{}}}",
+            "[".repeat(200_000)
+        );
+        assert!(ClerkEvent::decode(deep.as_bytes()).is_err());
+        assert_eq!(Summary::of(deep.as_bytes()).object_id, None);
+    }
+}

@@ -20,6 +20,8 @@ pub enum IngestError {
     TimestampInFuture,
     #[error("no configured secret matches svix-signature")]
     BadSignature,
+    #[error("request headers are larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("body is not valid UTF-8, so it cannot carry a Svix signature")]
@@ -43,6 +45,7 @@ impl IngestError {
                 StatusCode::UNAUTHORIZED
             }
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -57,6 +60,7 @@ impl IngestError {
             Self::TimestampInFuture => "timestamp_in_future",
             Self::BadSignature => "bad_signature",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyNotUtf8 => "body_not_utf8",
             Self::BodyUnreadable => "body_unreadable",
             Self::Timeout => "timeout",

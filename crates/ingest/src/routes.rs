@@ -86,8 +86,21 @@ struct Accepted {
     event_type: String,
 }
 
+/// Svix sends a handful of short headers; anything much larger is not a webhook.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestError> {
     let (parts, body) = request.into_parts();
+    let header_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(IngestError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        });
+    }
     let svix = SvixHeaders::parse(&parts.headers)?;
     let limit = state.settings.request_timeout;
     let body = tokio::time::timeout(
