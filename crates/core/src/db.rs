@@ -87,19 +87,35 @@ pub async fn enqueue_event(
     job_id: ulid::Ulid,
     event_id: i64,
 ) -> Result<(), apalis_postgres::Error> {
-    let args = serde_json::to_vec(&crate::EventJob { event_id }).expect("serialises");
+    enqueue_events(tx, &[(job_id, event_id)]).await
+}
+
+/// Enqueues the jobs of many stored events in one statement.
+pub async fn enqueue_events(
+    tx: &mut sqlx::PgConnection,
+    jobs: &[(ulid::Ulid, i64)],
+) -> Result<(), apalis_postgres::Error> {
     // apalis's NOTIFY trigger fires only when run_at <= now() (the transaction's start) and
     // push_tasks floors run_at to whole seconds of our clock: one second back keeps the
     // NOTIFY reliable without delaying the job.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let task = apalis_core::task::builder::TaskBuilder::new(args)
-        .task_id(apalis_core::task::task_id::TaskId::from_ulid(job_id))
-        .max_attempts(JOB_MAX_ATTEMPTS)
-        .run_at_timestamp(now.saturating_sub(1))
-        .build();
-    apalis_postgres::queries::push_tasks(tx, crate::QUEUE, vec![task]).await
+    let tasks = jobs
+        .iter()
+        .map(|(job_id, event_id)| {
+            let args = serde_json::to_vec(&crate::EventJob {
+                event_id: *event_id,
+            })
+            .expect("serialises");
+            apalis_core::task::builder::TaskBuilder::new(args)
+                .task_id(apalis_core::task::task_id::TaskId::from_ulid(*job_id))
+                .max_attempts(JOB_MAX_ATTEMPTS)
+                .run_at_timestamp(now.saturating_sub(1))
+                .build()
+        })
+        .collect();
+    apalis_postgres::queries::push_tasks(tx, crate::QUEUE, tasks).await
 }
 
 /// The versions of apalis's migrations this build applies (tests key their template on it).

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Benchmarks clerk-sync against PostgreSQL's own limit on this machine, in one run, and
+# prints the BENCHMARKS.md table. Not part of the test suite. Takes ~10 minutes
+# (BENCH_QUICK=1: ~2 minutes, smaller backlogs).
+#
+#   bash bench/run.sh
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+quick=${BENCH_QUICK:-}
+secs=${BENCH_SECONDS:-$([[ -n $quick ]] && echo 5 || echo 15)}
+drain_n=$([[ -n $quick ]] && echo 20000 || echo 100000)
+big_n=$([[ -n $quick ]] && echo 200000 || echo 1000000)
+small_n=10000
+lag_secs=$([[ -n $quick ]] && echo 10 || echo 20)
+concurrency=16
+
+server=$(DB_NAME=postgres bash deploy/db.sh)
+base=${server%/*}
+out=$(mktemp -d)
+echo "building release binaries" >&2
+cargo build --release --bins -q
+bin=target/release
+bench() { "$bin/clerk-sync-bench" --database-url "$base/$1" "${@:2}"; }
+fresh() {
+  psql "$base/postgres" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
+  psql "$base/postgres" -qc "CREATE DATABASE $1" >/dev/null
+  "$bin/clerk-sync" migrate --database-url "$base/$1" >/dev/null
+}
+pgb() { # script database -> tps
+  pgbench -n -M prepared -c "$concurrency" -j 2 -T "$secs" -f "$out/$1" "$base/$2" 2>/dev/null \
+    | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n 1
+}
+
+fresh cs_bench_pg
+bench cs_bench_pg pgbench-scripts --dir "$out" >/dev/null
+echo "pgbench: ingest SQL" >&2;  pg_ingest=$(pgb ingest.sql cs_bench_pg)
+echo "pgbench: upsert SQL" >&2;  pg_upsert=$(pgb upsert.sql cs_bench_pg)
+
+fresh cs_bench
+echo "ingest: ${secs}s at concurrency $concurrency" >&2
+bench cs_bench load --concurrency "$concurrency" --seconds "$secs" > "$out/load.json"
+
+fresh cs_bench
+echo "worker: seeding and draining $drain_n" >&2
+bench cs_bench seed "$drain_n" >/dev/null
+bench cs_bench drain --target "$drain_n" > "$out/drain.json"
+
+fresh cs_bench
+echo "worker: $small_n backlog" >&2
+bench cs_bench seed "$small_n" >/dev/null
+bench cs_bench drain --target "$small_n" > "$out/drain_small.json"
+
+fresh cs_bench
+echo "worker: seeding a $big_n backlog, draining its first $small_n" >&2
+bench cs_bench seed "$big_n" > "$out/seed_big.json"
+bench cs_bench drain --target "$small_n" > "$out/drain_big.json"
+
+fresh cs_bench
+echo "lag: 500 events/s for ${lag_secs}s" >&2
+bench cs_bench lag --rate 500 --seconds "$lag_secs" > "$out/lag.json"
+
+for db in cs_bench cs_bench_pg; do psql "$base/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; done
+
+python3 - "$out" "$pg_ingest" "$pg_upsert" "$big_n" "$small_n" "$drain_n" <<'PY'
+import json, sys, os, platform, subprocess
+out, pg_ingest, pg_upsert, big_n, small_n, drain_n = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+j = lambda n: json.load(open(os.path.join(out, n + ".json")))
+load, drain, small, big, lag = j("load"), j("drain"), j("drain_small"), j("drain_big"), j("lag")
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+pgv = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
+rows = [
+  ("ingest throughput (c=16)", f"{load['requests_per_s']:.0f} req/s", f"pgbench ingest SQL {pg_ingest:.0f} tx/s", f"{load['requests_per_s']/pg_ingest:.2f}×", "≥ 0.8×"),
+  ("ingest latency p50 / p99 / p99.9", f"{load['p50_ms']:.2f} / {load['p99_ms']:.2f} / {load['p999_ms']:.2f} ms", "", "", ""),
+  ("ingest non-2xx", f"{load['non_2xx']} of {load['requests'] + load['non_2xx']}", "", "", "0"),
+  (f"worker drain, {drain_n} backlog", f"{drain['events_per_s']:.0f} events/s", f"pgbench upsert {pg_upsert:.0f} tx/s", f"{drain['events_per_s']/pg_upsert:.2f}×", "≥ 0.4×"),
+  (f"drain rate at {big_n} vs {small_n} backlog", f"{big['events_per_s']:.0f} vs {small['events_per_s']:.0f} events/s", "", f"{big['events_per_s']/small['events_per_s']:.2f}×", "≥ 0.7×"),
+  ("lag at 500 events/s, p50 / p99", f"{lag['lag_p50_ms']:.1f} / {lag['lag_p99_ms']:.1f} ms", "", "", "p99 ≤ 100 ms"),
+  ("peak RSS ingest / worker", f"{max(load['ingest_peak_rss_mib'], lag['ingest_peak_rss_mib']):.1f} / {max(drain['worker_peak_rss_mib'], big['worker_peak_rss_mib'], lag['worker_peak_rss_mib']):.1f} MiB", "", "", "≤ 50 / ≤ 80 MiB"),
+]
+print(f"Machine: {os.cpu_count()} CPUs ({cpu}), {pgv}, {platform.platform()}")
+print()
+print("| measure | clerk-sync | the limit (same machine, same run) | ratio | target |")
+print("| --- | --- | --- | --- | --- |")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+print()
+print("raw:", json.dumps({"load": load, "drain": drain, "drain_small": small, "drain_big": big, "lag": lag, "pgbench_ingest_tps": pg_ingest, "pgbench_upsert_tps": pg_upsert}))
+PY
