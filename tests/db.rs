@@ -141,7 +141,7 @@ impl TestDb {
         .await
         .expect("creating the test database");
         let url = url_for(&name);
-        let pool = clerk_sync_core::db::connect(&url, "clerk-sync-tests", 20, None)
+        let pool = clerk_sync_core::db::connect(&url, "clerk-sync-tests", 20, Default::default())
             .await
             .unwrap();
         Self { name, url, pool }

@@ -175,10 +175,17 @@ async fn sigterm_to_ingest_under_load_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_database_and_full_pool_give_503_quickly_then_recover() {
     let db = TestDb::new().await;
-    let pool =
-        clerk_sync_core::db::connect(&db.url, "slow-test", 2, Some(Duration::from_millis(800)))
-            .await
-            .unwrap();
+    let pool = clerk_sync_core::db::connect(
+        &db.url,
+        "slow-test",
+        2,
+        clerk_sync_core::db::Session {
+            statement_timeout: Some(Duration::from_millis(800)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let ingest = Arc::new(
         TestIngest::start_with(
             pool,
@@ -382,7 +389,7 @@ async fn postgres_restart_ingest_answers_503_then_recovers_and_the_worker_reconn
         "ingest recovered without a restart"
     );
 
-    let pool = clerk_sync_core::db::connect(&url, "restart-test", 2, None)
+    let pool = clerk_sync_core::db::connect(&url, "restart-test", 2, Default::default())
         .await
         .unwrap();
     let stats = drained(&pool, Duration::from_secs(60)).await;

@@ -375,10 +375,14 @@ async fn failure_between_the_two_inserts_leaves_neither() {
 #[tokio::test]
 async fn unreachable_database_gives_503_within_seconds_and_readyz_says_so() {
     // A port nothing listens on: connection refused, as when the database is down.
-    let pool =
-        clerk_sync_core::db::connect("postgres://postgres@127.0.0.1:1/none", "test", 4, None)
-            .await
-            .unwrap();
+    let pool = clerk_sync_core::db::connect(
+        "postgres://postgres@127.0.0.1:1/none",
+        "test",
+        4,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let ingest = TestIngest::start(pool).await;
     let started = Instant::now();
     let answer = ingest.post(&sample("user.created")).await;

@@ -40,7 +40,8 @@ async fn in_flight(db: &TestDb) -> String {
         "a worker to claim the job",
         || async {
             match job(db).await {
-                (status, Some(by), _) if status == "Running" => Some(by),
+                // Claimed (Queued) or started (Running): either way this worker holds it.
+                (status, Some(by), _) if status == "Running" || status == "Queued" => Some(by),
                 _ => None,
             }
         },

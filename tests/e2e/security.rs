@@ -21,7 +21,7 @@ async fn login(db: &TestDb, group: &str) -> (String, PgPool) {
         .url
         .replacen("postgres://postgres@", &format!("postgres://{name}@"), 1);
     assert_ne!(url, db.url, "the test URL names user postgres");
-    let pool = clerk_sync_core::db::connect(&url, "security-test", 4, None)
+    let pool = clerk_sync_core::db::connect(&url, "security-test", 4, Default::default())
         .await
         .unwrap();
     (name, pool)

@@ -194,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         bin_dir: cli.bin_dir.clone(),
         url: cli.database_url.clone(),
     };
-    let pool = db::connect(&cli.database_url, "clerk-sync-bench", 8, None).await?;
+    let pool = db::connect(&cli.database_url, "clerk-sync-bench", 8, Default::default()).await?;
     let port = 18_080;
     let sender = Arc::new(Sender {
         client: http::client(),

@@ -116,7 +116,7 @@ pub enum Command {
 }
 
 async fn pool(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
-    let pool = db::connect(&db.database_url, "clerk-sync-cli", 2, None).await?;
+    let pool = db::connect(&db.database_url, "clerk-sync-cli", 2, Default::default()).await?;
     sqlx::query("SELECT 1")
         .execute(&pool)
         .await

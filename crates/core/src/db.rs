@@ -16,18 +16,34 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// first (see [`migrate`]) and keep their own history table.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
+/// Server settings for every connection of a pool.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    /// The server cancels any statement that runs longer (a slow or locked database).
+    pub statement_timeout: Option<Duration>,
+    /// `synchronous_commit = off`: a commit returns before its WAL is flushed. Safe only
+    /// where losing the last few commits in a server crash is harmless (see the worker).
+    pub asynchronous_commit: bool,
+}
+
 /// Opens a pool that fails fast when the database is unreachable instead of hanging:
-/// acquiring a connection gives up after [`ACQUIRE_TIMEOUT`], and with `statement_timeout`
-/// the server cancels any statement that runs longer (a slow or locked database).
+/// acquiring a connection gives up after [`ACQUIRE_TIMEOUT`].
 pub async fn connect(
     url: &str,
     app_name: &str,
     max_connections: u32,
-    statement_timeout: Option<Duration>,
+    session: Session,
 ) -> anyhow::Result<PgPool> {
     let mut options = connect_options(url)?.application_name(app_name);
-    if let Some(t) = statement_timeout {
-        options = options.options([("statement_timeout", format!("{}ms", t.as_millis().max(1)))]);
+    let mut settings = Vec::new();
+    if let Some(t) = session.statement_timeout {
+        settings.push(("statement_timeout", format!("{}ms", t.as_millis().max(1))));
+    }
+    if session.asynchronous_commit {
+        settings.push(("synchronous_commit", "off".to_owned()));
+    }
+    if !settings.is_empty() {
+        options = options.options(settings);
     }
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)

@@ -92,7 +92,11 @@ impl App {
             &config.db.database_url,
             "clerk-sync-ingest",
             config.db_max_connections,
-            Some(settings.request_timeout),
+            clerk_sync_core::db::Session {
+                statement_timeout: Some(settings.request_timeout),
+                // A 2xx promises the event is stored: every commit waits for its WAL flush.
+                asynchronous_commit: false,
+            },
         )
         .await?;
         Self::with_pool(config.listen_addr, pool, settings).await

@@ -130,8 +130,15 @@ impl Worker {
             &config.db.database_url,
             "clerk-sync-worker",
             config.db_max_connections,
-            // No single statement of ours should outlive a job's time limit.
-            Some(settings.job_timeout),
+            clerk_sync_core::db::Session {
+                // No single statement of ours should outlive a job's time limit.
+                statement_timeout: Some(settings.job_timeout),
+                // The worker's commits need not wait for their WAL flush: WAL is one ordered
+                // log, so a crash that loses an applied upsert also loses its later ack and
+                // the job runs again; applying an event twice is harmless. (Ingest, whose
+                // 2xx is a promise, keeps synchronous commits.)
+                asynchronous_commit: true,
+            },
         )
         .await?;
         Self::with_pool(pool, settings, config.metrics_addr).await
@@ -211,7 +218,10 @@ async fn supervise(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>
             .queue(QUEUE)
             .batch_size(settings.concurrency)
             .heartbeat_interval(settings.heartbeat_interval)
-            .missed_heartbeats(3);
+            .missed_heartbeats(3)
+            // get_jobs already claims the rows (Queued, lock_by = this worker); apalis's
+            // extra per-task "Running" write would cost a commit per job before it starts.
+            .lock_tasks(false);
         let backend = PostgresStorage::<serde_json::Value>::new(&pool)
             .with_config(config)
             .with_pubsub()
