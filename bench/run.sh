@@ -37,15 +37,18 @@ fresh cs_bench_pg
 bench cs_bench_pg pgbench-scripts --dir "$out" >/dev/null
 echo "pgbench: ingest SQL" >&2;  pg_ingest=$(pgb ingest.sql cs_bench_pg)
 echo "pgbench: upsert SQL" >&2;  pg_upsert=$(pgb upsert.sql cs_bench_pg)
+echo "pgbench tps: ingest $pg_ingest, upsert $pg_upsert (results so far in $out)" >&2
 
 fresh cs_bench
 echo "ingest: ${secs}s at concurrency $concurrency" >&2
 bench cs_bench load --concurrency "$concurrency" --seconds "$secs" > "$out/load.json"
+cat "$out/load.json" >&2
 
 fresh cs_bench
 echo "worker: seeding and draining $drain_n" >&2
 bench cs_bench seed "$drain_n" >/dev/null
 bench cs_bench drain --target "$drain_n" > "$out/drain.json"
+cat "$out/drain.json" >&2
 
 fresh cs_bench
 echo "worker: $small_n backlog" >&2
