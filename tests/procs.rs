@@ -32,21 +32,36 @@ pub fn spawn_worker_with(
     label: &str,
     env: &[(&str, &str)],
 ) -> tokio::process::Child {
-    let log = std::fs::File::create(log_path(label)).expect("worker log file");
-    tokio::process::Command::new(bin("clerk-sync-worker"))
+    let defaults = [
+        ("METRICS_ADDR", "127.0.0.1:0"),
+        ("HEARTBEAT_INTERVAL_SECS", "1"),
+        ("POLL_INTERVAL_MS", "100"),
+        ("RETRY_BASE_DELAY_MS", "200"),
+        ("WORKER_CONCURRENCY", "4"),
+    ];
+    spawn("clerk-sync-worker", database_url, label, &defaults, env)
+}
+
+/// One of the service binaries, logging JSON to [`log_path`]`(label)`; `env` wins over
+/// `defaults`.
+fn spawn(
+    name: &str,
+    database_url: &str,
+    label: &str,
+    defaults: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
+    let log = std::fs::File::create(log_path(label)).expect("log file");
+    tokio::process::Command::new(bin(name))
         .env("DATABASE_URL", database_url)
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("HEARTBEAT_INTERVAL_SECS", "1")
-        .env("POLL_INTERVAL_MS", "100")
-        .env("RETRY_BASE_DELAY_MS", "200")
-        .env("WORKER_CONCURRENCY", "4")
         .env("LOG_FORMAT", "json")
+        .envs(defaults.iter().copied())
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .expect("spawning clerk-sync-worker")
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"))
 }
 
 /// Sends a signal by name (`TERM`, `KILL`) to a child process.
@@ -109,18 +124,12 @@ pub fn spawn_ingest(
     label: &str,
     env: &[(&str, &str)],
 ) -> tokio::process::Child {
-    let log = std::fs::File::create(log_path(label)).expect("ingest log file");
-    tokio::process::Command::new(bin("clerk-sync-ingest"))
-        .env("DATABASE_URL", database_url)
-        .env("CLERK_WEBHOOK_SECRET", crate::signing::SECRET)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawning clerk-sync-ingest")
+    let listen = format!("127.0.0.1:{port}");
+    let defaults = [
+        ("CLERK_WEBHOOK_SECRET", crate::signing::SECRET),
+        ("LISTEN_ADDR", listen.as_str()),
+    ];
+    spawn("clerk-sync-ingest", database_url, label, &defaults, env)
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.
