@@ -15,6 +15,7 @@ use clerk_sync_core::{
     mirror::{self, Outcome},
 };
 use futures::FutureExt as _;
+use serde::Deserialize as _;
 use sqlx::PgPool;
 use tracing::Instrument as _;
 
@@ -217,30 +218,41 @@ async fn record_error(
     Ok(())
 }
 
+/// body, svix_id, event_type, object_id, event_timestamp
+type StoredEvent = (
+    Vec<u8>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
+
 async fn process(
     shared: &Shared,
     args: &serde_json::Value,
     ctx: &mut Ctx,
 ) -> Result<Outcome, Failure> {
     let pool = &shared.pool;
-    let job: EventJob = serde_json::from_value(args.clone())
+    let job = EventJob::deserialize(args)
         .map_err(|e| Failure::Permanent(format!("job arguments: {e}")))?;
-    let row: Option<(Vec<u8>, String)> =
-        sqlx::query_as("SELECT body, svix_id FROM clerk_sync.webhook_events WHERE id = $1")
-            .bind(job.event_id)
-            .fetch_optional(pool)
-            .await?;
-    let Some((body, svix_id)) = row else {
+    // Ingest parsed type, object id and time when it stored the event: read, don't re-parse.
+    let row: Option<StoredEvent> = sqlx::query_as(
+        "SELECT body, svix_id, event_type, object_id, event_timestamp \
+         FROM clerk_sync.webhook_events WHERE id = $1",
+    )
+    .bind(job.event_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((body, svix_id, event_type, object_id, event_time)) = row else {
         return Err(Failure::Permanent(format!(
             "event {} is not stored",
             job.event_id
         )));
     };
-    let summary = clerk_sync_core::event::Summary::of(&body);
     ctx.svix_id = Some(svix_id);
-    ctx.event_type = summary.event_type;
-    ctx.object_id = summary.object_id;
-    ctx.event_time = summary.timestamp;
+    ctx.event_type = event_type;
+    ctx.object_id = object_id;
+    ctx.event_time = event_time;
     let event = ClerkEvent::decode(&body).map_err(|e| Failure::Permanent(e.to_string()))?;
     if let Some(hook) = &shared.before_apply {
         hook(&event);
