@@ -74,3 +74,23 @@ async fn lock_parents(
     sqlx::query(sql).bind(ids).execute(conn).await?;
     Ok(())
 }
+
+/// Runs a user's or an organization's tombstone-and-cascade statement (`$1` id, `$2` the
+/// delete's version, `$3` its raw data; it returns how many parent rows changed) under the
+/// parent's exclusive lock.
+async fn tombstone_parent<T>(
+    pool: &PgPool,
+    t: &crate::event::Tombstone<T>,
+    sql: &'static str,
+) -> Result<Outcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    lock_parents(&mut tx, &[&t.id], true).await?;
+    let applied: i64 = sqlx::query_scalar(sql)
+        .bind(&t.id)
+        .bind(t.version)
+        .bind(&t.raw)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Outcome::from_rows(applied as u64))
+}

@@ -1,6 +1,6 @@
 use sqlx::PgPool;
 
-use super::{Outcome, lock_parents};
+use super::{Outcome, tombstone_parent};
 use crate::event::{Organization, Tombstone};
 
 pub(super) async fn upsert(pool: &PgPool, o: &Organization) -> Result<Outcome, sqlx::Error> {
@@ -58,9 +58,9 @@ pub(super) async fn delete(
     pool: &PgPool,
     t: &Tombstone<Organization>,
 ) -> Result<Outcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    lock_parents(&mut tx, &[&t.id], true).await?;
-    let applied: i64 = sqlx::query_scalar(
+    tombstone_parent(
+        pool,
+        t,
         r#"
         WITH tombstone AS (
             INSERT INTO clerk.organizations AS t (id, deleted_at, version, raw, synced_at)
@@ -80,11 +80,5 @@ pub(super) async fn delete(
         SELECT count(*) FROM tombstone
         "#,
     )
-    .bind(&t.id)
-    .bind(t.version)
-    .bind(&t.raw)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Outcome::from_rows(applied as u64))
+    .await
 }

@@ -1,6 +1,6 @@
 use sqlx::PgPool;
 
-use super::{Outcome, lock_parents};
+use super::{Outcome, tombstone_parent};
 use crate::event::{Tombstone, User};
 
 pub(super) async fn upsert(pool: &PgPool, u: &User) -> Result<Outcome, sqlx::Error> {
@@ -95,9 +95,9 @@ pub(super) async fn upsert(pool: &PgPool, u: &User) -> Result<Outcome, sqlx::Err
 /// Tombstones the user (inserting the tombstone if the user was never seen) and its
 /// memberships that are not newer than the delete.
 pub(super) async fn delete(pool: &PgPool, t: &Tombstone<User>) -> Result<Outcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    lock_parents(&mut tx, &[&t.id], true).await?;
-    let applied: i64 = sqlx::query_scalar(
+    tombstone_parent(
+        pool,
+        t,
         r#"
         WITH tombstone AS (
             INSERT INTO clerk.users AS t (id, deleted_at, version, raw, synced_at)
@@ -116,11 +116,5 @@ pub(super) async fn delete(pool: &PgPool, t: &Tombstone<User>) -> Result<Outcome
         SELECT count(*) FROM tombstone
         "#,
     )
-    .bind(&t.id)
-    .bind(t.version)
-    .bind(&t.raw)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Outcome::from_rows(applied as u64))
+    .await
 }
