@@ -16,7 +16,7 @@ use clerk_sync_core::{
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::{
     clerk_api::{ClerkApi, Lookup},
@@ -77,6 +77,15 @@ impl Kind {
             Self::Users => "users",
             Self::Organizations => "organizations",
             Self::Memberships => "memberships",
+        }
+    }
+
+    /// The mirror table (a fixed name: safe to put in SQL text).
+    fn table(self) -> &'static str {
+        match self {
+            Self::Users => "clerk.users",
+            Self::Organizations => "clerk.organizations",
+            Self::Memberships => "clerk.organization_memberships",
         }
     }
 
@@ -163,12 +172,11 @@ async fn stored_version(
     kind: Kind,
     id: &str,
 ) -> Result<Option<Option<DateTime<Utc>>>, sqlx::Error> {
-    let sql = match kind {
-        Kind::Users => "SELECT updated_at FROM clerk.users WHERE id = $1",
-        Kind::Organizations => "SELECT updated_at FROM clerk.organizations WHERE id = $1",
-        Kind::Memberships => "SELECT updated_at FROM clerk.organization_memberships WHERE id = $1",
-    };
-    sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await
+    let sql = format!("SELECT updated_at FROM {} WHERE id = $1", kind.table());
+    sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -436,18 +444,12 @@ async fn prune(
     total: Option<i64>,
     dry_run: bool,
 ) -> anyhow::Result<u64> {
-    let sql = match kind {
-        Kind::Users => {
-            "SELECT id FROM clerk.users t WHERE deleted_at IS NULL AND version <= $2 AND NOT EXISTS (SELECT 1 FROM clerk_sync.backfill_seen s WHERE s.kind = $1 AND s.id = t.id) ORDER BY id"
-        }
-        Kind::Organizations => {
-            "SELECT id FROM clerk.organizations t WHERE deleted_at IS NULL AND version <= $2 AND NOT EXISTS (SELECT 1 FROM clerk_sync.backfill_seen s WHERE s.kind = $1 AND s.id = t.id) ORDER BY id"
-        }
-        Kind::Memberships => {
-            "SELECT id FROM clerk.organization_memberships t WHERE deleted_at IS NULL AND version <= $2 AND NOT EXISTS (SELECT 1 FROM clerk_sync.backfill_seen s WHERE s.kind = $1 AND s.id = t.id) ORDER BY id"
-        }
-    };
-    let candidates: Vec<String> = sqlx::query_scalar(sql)
+    let sql = format!(
+        "SELECT id FROM {} t WHERE deleted_at IS NULL AND version <= $2 AND NOT EXISTS \
+         (SELECT 1 FROM clerk_sync.backfill_seen s WHERE s.kind = $1 AND s.id = t.id) ORDER BY id",
+        kind.table()
+    );
+    let candidates: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(kind.name())
         .bind(started_at)
         .fetch_all(pool)
@@ -465,11 +467,8 @@ async fn prune(
     let mut pruned = 0;
     for id in candidates {
         // Offset paging can skip an object when others are deleted mid-listing: confirm.
-        let path = match kind {
-            Kind::Users => Some(format!("/v1/users/{id}")),
-            Kind::Organizations => Some(format!("/v1/organizations/{id}")),
-            Kind::Memberships => None,
-        };
+        // Users and organizations have a lookup by id; memberships do not.
+        let path = (kind != Kind::Memberships).then(|| format!("{}/{id}", kind.list_path()));
         if let Some(path) = path
             && let Lookup::Found(data) = api.lookup(&path).await?
         {
