@@ -35,11 +35,6 @@ impl CounterVec {
         *self.values.lock().unwrap().entry(key).or_default() += n;
     }
 
-    pub fn get(&self, label_values: &[&str]) -> u64 {
-        let key: Vec<String> = label_values.iter().map(|s| (*s).to_owned()).collect();
-        self.values.lock().unwrap().get(&key).copied().unwrap_or(0)
-    }
-
     pub fn render(&self, out: &mut String) {
         header(out, self.name, self.help, "counter");
         for (values, n) in self.values.lock().unwrap().iter() {

@@ -8,18 +8,11 @@ use svix::webhooks::{Webhook, WebhookError};
 /// Never printed: `Debug` shows only how many there are.
 pub struct Secrets {
     keys: Vec<Webhook>,
-    raw: Vec<String>,
 }
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secrets([{} redacted])", self.keys.len())
-    }
-}
-
-impl Clone for Secrets {
-    fn clone(&self) -> Self {
-        Self::parse(&self.raw.join(" ")).expect("secrets parsed once already")
     }
 }
 
@@ -34,10 +27,9 @@ pub enum SecretError {
 
 impl Secrets {
     pub fn parse(value: &str) -> Result<Self, SecretError> {
-        let raw: Vec<String> = value
+        let raw: Vec<&str> = value
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
-            .map(str::to_owned)
             .collect();
         if raw.is_empty() {
             return Err(SecretError::Empty);
@@ -57,7 +49,7 @@ impl Secrets {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { keys, raw })
+        Ok(Self { keys })
     }
 
     pub fn len(&self) -> usize {
