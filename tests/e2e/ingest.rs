@@ -4,10 +4,20 @@ use clerk_sync_core::samples;
 use clerk_sync_tests::{
     TestDb, TestIngest,
     http::IngestOptions,
-    procs::bin,
-    signing::{OTHER_SECRET, SECRET, Signer, now_secs},
+    procs::{free_port, signal, spawn_ingest, wait_for_port},
+    signing::{Delivery, OTHER_SECRET, SECRET, Signer, now_secs},
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The head of a raw `POST /webhooks/clerk` with a delivery's headers and `framing`
+/// (the body's length or transfer-encoding line(s)).
+fn request_head(addr: &str, d: &Delivery, framing: &str) -> String {
+    let mut head = format!("POST /webhooks/clerk HTTP/1.1\r\nhost: {addr}\r\n{framing}\r\n");
+    for (k, v) in d.headers() {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head + "\r\n"
+}
 
 fn sample(name: &str) -> Vec<u8> {
     samples::get(name).unwrap().as_bytes().to_vec()
@@ -223,14 +233,7 @@ async fn body_over_the_limit_is_413_declared_or_chunked() {
     // is still sending (the server does not wait for, or buffer, the whole body).
     let d = ingest.signer.sign(big.as_bytes());
     let mut stream = tokio::net::TcpStream::connect(ingest.addr).await.unwrap();
-    let mut head = format!(
-        "POST /webhooks/clerk HTTP/1.1\r\nhost: {}\r\ntransfer-encoding: chunked\r\n",
-        ingest.addr
-    );
-    for (k, v) in d.headers() {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
+    let head = request_head(&ingest.addr.to_string(), &d, "transfer-encoding: chunked");
     stream.write_all(head.as_bytes()).await.unwrap();
     for chunk in d.body.chunks(1000) {
         let _ = stream
@@ -434,47 +437,21 @@ async fn health_readiness_and_metrics_answer() {
 #[tokio::test]
 async fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
     let db = TestDb::new().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = tokio::process::Command::new(bin("clerk-sync-ingest"))
-        .env("DATABASE_URL", &db.url)
-        .env("CLERK_WEBHOOK_SECRET", SECRET)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let port = free_port();
+    let mut child = spawn_ingest(&db.url, port, &format!("{}-sigterm", db.name), &[]);
+    wait_for_port(port).await;
     let addr = format!("127.0.0.1:{port}");
-    let mut stream = loop {
-        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     // Start a request: headers and half the body.
     let d = Signer::default().sign(&sample("user.created"));
-    let mut head = format!(
-        "POST /webhooks/clerk HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
-        d.body.len()
-    );
-    for (k, v) in d.headers() {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
+    let framing = format!("content-length: {}\r\nconnection: close", d.body.len());
+    let head = request_head(&addr, &d, &framing);
     let half = d.body.len() / 2;
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&d.body[..half]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&child, "TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // New connections are refused while the in-flight one is served.
     assert!(
