@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::{Outcome, lock_parents};
 
@@ -39,17 +39,16 @@ use crate::event::{Membership, Tombstone};
 /// user has a tombstone not older than this event (the cascade it would have received had
 /// the events arrived in order).
 pub(super) async fn upsert(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     m: &Membership,
     deleted: Option<DateTime<Utc>>,
 ) -> Result<Outcome, sqlx::Error> {
     let version = deleted.unwrap_or(m.updated_at);
-    let mut tx = pool.begin().await?;
     let parents: Vec<&str> = [Some(m.organization_id.as_str()), m.user_id.as_deref()]
         .into_iter()
         .flatten()
         .collect();
-    lock_parents(&mut tx, &parents, false).await?;
+    lock_parents(conn, &parents, false).await?;
     let result = sqlx::query(concat!(
         r#"
         INSERT INTO clerk.organization_memberships AS t (
@@ -99,20 +98,19 @@ pub(super) async fn upsert(
     .bind(m.updated_at)
     .bind(deleted)
     .bind(version)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(Outcome::from_rows(result.rows_affected()))
 }
 
 /// A membership delete carries the whole membership; without it we still record the
 /// tombstone by id.
 pub(super) async fn delete(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     t: &Tombstone<Membership>,
 ) -> Result<Outcome, sqlx::Error> {
     if let Some(last) = &t.last {
-        return upsert(pool, last, Some(t.version)).await;
+        return upsert(conn, last, Some(t.version)).await;
     }
     let result = sqlx::query(
         r#"
@@ -126,7 +124,7 @@ pub(super) async fn delete(
     .bind(&t.id)
     .bind(t.version)
     .bind(&t.raw)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(Outcome::from_rows(result.rows_affected()))
 }

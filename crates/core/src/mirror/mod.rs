@@ -14,7 +14,7 @@ mod memberships;
 mod organizations;
 mod users;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::event::ClerkEvent;
 
@@ -43,16 +43,30 @@ impl Outcome {
     }
 }
 
-/// Applies one decoded event under the ordering rule.
+/// Applies one decoded event under the ordering rule, in its own transaction.
 pub async fn apply(pool: &PgPool, event: &ClerkEvent) -> Result<Outcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let outcome = apply_in(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Applies one decoded event under the ordering rule inside the caller's transaction, so
+/// the caller can commit it together with its own writes (the worker's ack). The parent
+/// locks it takes are held until that transaction ends.
+pub async fn apply_in(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &ClerkEvent,
+) -> Result<Outcome, sqlx::Error> {
     use crate::event::Change;
+    let conn: &mut PgConnection = tx;
     match event {
-        ClerkEvent::User(Change::Upsert(u)) => users::upsert(pool, u).await,
-        ClerkEvent::User(Change::Delete(t)) => users::delete(pool, t).await,
-        ClerkEvent::Organization(Change::Upsert(o)) => organizations::upsert(pool, o).await,
-        ClerkEvent::Organization(Change::Delete(t)) => organizations::delete(pool, t).await,
-        ClerkEvent::Membership(Change::Upsert(m)) => memberships::upsert(pool, m, None).await,
-        ClerkEvent::Membership(Change::Delete(t)) => memberships::delete(pool, t).await,
+        ClerkEvent::User(Change::Upsert(u)) => users::upsert(conn, u).await,
+        ClerkEvent::User(Change::Delete(t)) => users::delete(conn, t).await,
+        ClerkEvent::Organization(Change::Upsert(o)) => organizations::upsert(conn, o).await,
+        ClerkEvent::Organization(Change::Delete(t)) => organizations::delete(conn, t).await,
+        ClerkEvent::Membership(Change::Upsert(m)) => memberships::upsert(conn, m, None).await,
+        ClerkEvent::Membership(Change::Delete(t)) => memberships::delete(conn, t).await,
         ClerkEvent::Other(_) => Ok(Outcome::Skipped),
     }
 }
@@ -79,18 +93,16 @@ async fn lock_parents(
 /// delete's version, `$3` its raw data; it returns how many parent rows changed) under the
 /// parent's exclusive lock.
 async fn tombstone_parent<T>(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     t: &crate::event::Tombstone<T>,
     sql: &'static str,
 ) -> Result<Outcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    lock_parents(&mut tx, &[&t.id], true).await?;
+    lock_parents(conn, &[&t.id], true).await?;
     let applied: i64 = sqlx::query_scalar(sql)
         .bind(&t.id)
         .bind(t.version)
         .bind(&t.raw)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
-    tx.commit().await?;
     Ok(Outcome::from_rows(applied as u64))
 }

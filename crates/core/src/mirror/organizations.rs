@@ -1,9 +1,12 @@
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::{Outcome, tombstone_parent};
 use crate::event::{Organization, Tombstone};
 
-pub(super) async fn upsert(pool: &PgPool, o: &Organization) -> Result<Outcome, sqlx::Error> {
+pub(super) async fn upsert(
+    conn: &mut PgConnection,
+    o: &Organization,
+) -> Result<Outcome, sqlx::Error> {
     let result = sqlx::query(
         r#"
         INSERT INTO clerk.organizations AS t (
@@ -47,7 +50,7 @@ pub(super) async fn upsert(pool: &PgPool, o: &Organization) -> Result<Outcome, s
     .bind(&o.raw)
     .bind(o.created_at)
     .bind(o.updated_at)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(Outcome::from_rows(result.rows_affected()))
 }
@@ -55,11 +58,11 @@ pub(super) async fn upsert(pool: &PgPool, o: &Organization) -> Result<Outcome, s
 /// Tombstones the organization (inserting the tombstone if it was never seen) and its
 /// memberships that are not newer than the delete.
 pub(super) async fn delete(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     t: &Tombstone<Organization>,
 ) -> Result<Outcome, sqlx::Error> {
     tombstone_parent(
-        pool,
+        conn,
         t,
         r#"
         WITH tombstone AS (

@@ -1,9 +1,9 @@
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::{Outcome, tombstone_parent};
 use crate::event::{Tombstone, User};
 
-pub(super) async fn upsert(pool: &PgPool, u: &User) -> Result<Outcome, sqlx::Error> {
+pub(super) async fn upsert(conn: &mut PgConnection, u: &User) -> Result<Outcome, sqlx::Error> {
     let result = sqlx::query(
         r#"
         INSERT INTO clerk.users AS t (
@@ -87,16 +87,19 @@ pub(super) async fn upsert(pool: &PgPool, u: &User) -> Result<Outcome, sqlx::Err
     .bind(u.legal_accepted_at)
     .bind(u.created_at)
     .bind(u.updated_at)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(Outcome::from_rows(result.rows_affected()))
 }
 
 /// Tombstones the user (inserting the tombstone if the user was never seen) and its
 /// memberships that are not newer than the delete.
-pub(super) async fn delete(pool: &PgPool, t: &Tombstone<User>) -> Result<Outcome, sqlx::Error> {
+pub(super) async fn delete(
+    conn: &mut PgConnection,
+    t: &Tombstone<User>,
+) -> Result<Outcome, sqlx::Error> {
     tombstone_parent(
-        pool,
+        conn,
         t,
         r#"
         WITH tombstone AS (
