@@ -221,7 +221,11 @@ async fn supervise(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>
             .missed_heartbeats(3)
             // get_jobs already claims the rows (Queued, lock_by = this worker); apalis's
             // extra per-task "Running" write would cost a commit per job before it starts.
-            .lock_tasks(false);
+            .lock_tasks(false)
+            // apalis would ack each job in its own transaction, one at a time, between two
+            // fetches; the handler acks in the transaction that applies the event instead
+            // (and writes failures back itself), so the backend only claims.
+            .persist_results(false);
         let backend = PostgresStorage::<serde_json::Value>::new(&pool)
             .with_config(config)
             .with_pubsub()
