@@ -11,12 +11,14 @@ mod backoff;
 pub mod handler;
 pub mod metrics;
 pub mod retention;
+mod wakeup;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use apalis::prelude::{BackendExt as _, WorkerBuilder, WorkerBuilderExt as _};
-use apalis_postgres::PostgresStorage;
+use apalis::prelude::{WorkerBuilder, WorkerBuilderExt as _};
+use apalis_core::backend::ext::poll_strategy::PollWith;
+use apalis_postgres::{PostgresStorage, Pubsub};
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use clap::Parser;
 use clerk_sync_core::{
@@ -226,10 +228,14 @@ async fn supervise(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>
             // fetches; the handler acks in the transaction that applies the event instead
             // (and writes failures back itself), so the backend only claims.
             .persist_results(false);
-        let backend = PostgresStorage::<serde_json::Value>::new(&pool)
-            .with_config(config)
-            .with_pubsub()
-            .poll_with_interval(settings.poll_interval);
+        let backend = PostgresStorage::<serde_json::Value>::new(&pool).with_config(config);
+        let backend = PollWith::new(
+            backend,
+            wakeup::Wakeups::new(
+                Pubsub::new(pool.clone(), QUEUE.to_owned()),
+                settings.poll_interval,
+            ),
+        );
         let worker = WorkerBuilder::new(name.as_str())
             .backend(backend)
             .data(shared.clone())
