@@ -61,6 +61,10 @@ enum Cmd {
         rate: u64,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Seconds at the same rate before the measured ones, while both processes open
+        /// their connections; reported apart (`warmup_lag_max_ms`).
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
     },
 }
 
@@ -328,13 +332,18 @@ async fn main() -> anyhow::Result<()> {
             stop(worker).await;
             json!({"applied": last - before, "seconds": secs, "events_per_s": (last - before) as f64 / secs, "worker_peak_rss_mib": rss})
         }
-        Cmd::Lag { rate, seconds } => {
+        Cmd::Lag {
+            rate,
+            seconds,
+            warmup,
+        } => {
             let ingest = procs.ingest(port).await?;
             let worker = procs.worker()?;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let acked: Arc<Mutex<Vec<(String, f64)>>> = Arc::default();
+            let acked: Arc<Mutex<Vec<(u64, String, f64)>>> = Arc::default();
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-            let total = rate * seconds;
+            let warm = rate * warmup;
+            let total = warm + rate * seconds;
             let mut tasks = Vec::with_capacity(total as usize);
             for i in 0..total {
                 tick.tick().await;
@@ -346,7 +355,7 @@ async fn main() -> anyhow::Result<()> {
                             .duration_since(UNIX_EPOCH)
                             .unwrap()
                             .as_secs_f64();
-                        acked.lock().unwrap().push((user, at));
+                        acked.lock().unwrap().push((i, user, at));
                     }
                 }));
             }
@@ -354,7 +363,7 @@ async fn main() -> anyhow::Result<()> {
                 t.await?;
             }
             let acked = acked.lock().unwrap().clone();
-            let ids: Vec<String> = acked.iter().map(|a| a.0.clone()).collect();
+            let ids: Vec<String> = acked.iter().map(|a| a.1.clone()).collect();
             let deadline = Instant::now() + Duration::from_secs(60);
             let rows: Vec<(String, f64)> = loop {
                 let rows: Vec<(String, f64)> = sqlx::query_as(
@@ -369,17 +378,22 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
             let visible: std::collections::HashMap<String, f64> = rows.into_iter().collect();
-            let mut lags: Vec<u64> = acked
-                .iter()
-                .filter_map(|(id, at)| visible.get(id).map(|v| ((v - at).max(0.0) * 1e6) as u64))
-                .collect();
+            let lag_of = |(_, id, at): &(u64, String, f64)| {
+                visible.get(id).map(|v| ((v - at).max(0.0) * 1e6) as u64)
+            };
+            let (warmup_acked, acked): (Vec<_>, Vec<_>) =
+                acked.into_iter().partition(|(i, _, _)| *i < warm);
+            let warmup_max = warmup_acked.iter().filter_map(lag_of).max().unwrap_or(0);
+            let mut lags: Vec<u64> = acked.iter().filter_map(lag_of).collect();
             lags.sort_unstable();
             let (irss, wrss) = (peak_rss_mib(&ingest), peak_rss_mib(&worker));
             stop(ingest).await;
             stop(worker).await;
             json!({
-                "sent": total, "acknowledged": acked.len(), "visible": lags.len(),
-                "lag_p50_ms": percentile(&lags, 0.5), "lag_p99_ms": percentile(&lags, 0.99),
+                "sent": total - warm, "acknowledged": acked.len(), "visible": lags.len(),
+                "warmup_seconds": warmup, "warmup_lag_max_ms": warmup_max as f64 / 1000.0,
+                "lag_p50_ms": percentile(&lags, 0.5), "lag_p90_ms": percentile(&lags, 0.9),
+                "lag_p99_ms": percentile(&lags, 0.99), "lag_max_ms": percentile(&lags, 1.0),
                 "ingest_peak_rss_mib": irss, "worker_peak_rss_mib": wrss,
             })
         }
