@@ -23,6 +23,8 @@ pub fn fast_settings() -> Settings {
         retention_interval: Duration::from_secs(3600),
         drain_timeout: Duration::from_secs(10),
         before_apply: None,
+        appliers: 2,
+        apply_batch: 8,
     }
 }
 

@@ -444,3 +444,70 @@ async fn retention_prunes_old_done_work_but_never_dead_letters() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_apply_in_batches_and_a_bad_one_fails_alone() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.pool.clone()).await;
+    // One event the database refuses; everything else is fine.
+    sqlx::query("ALTER TABLE clerk.users ADD CONSTRAINT no_bad CHECK (first_name <> 'Bad')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        ingest
+            .post(&user_event("created", &format!("user_b{i}"), T0, "Good"))
+            .await;
+    }
+    let mut settings = fast_settings();
+    settings.concurrency = 32;
+    settings.appliers = 1;
+    settings.apply_batch = 32;
+    let worker = TestWorker::start_with(db.pool.clone(), settings).await;
+    let stats = drained(&db.pool, Duration::from_secs(20)).await;
+    assert_eq!((stats.done, stats.dead), (20, 0));
+    // Rows written by one transaction share its xmin: the backlog went in batches.
+    let transactions = db
+        .count("SELECT count(DISTINCT xmin::text) FROM clerk.users")
+        .await;
+    println!("20 jobs applied in {transactions} transactions");
+    assert!(transactions < 20, "{transactions} transactions for 20 jobs");
+
+    worker.stop().await;
+    for i in 20..30 {
+        let name = if i == 25 { "Bad" } else { "Good" };
+        ingest
+            .post(&user_event("created", &format!("user_b{i}"), T0, name))
+            .await;
+    }
+    let mut settings = fast_settings();
+    settings.concurrency = 32;
+    settings.appliers = 1;
+    settings.apply_batch = 32;
+    let worker = TestWorker::start_with(db.pool.clone(), settings).await;
+    eventually(Duration::from_secs(20), "29 done and 1 failed", || async {
+        let s = QueueStats::read(&db.pool).await.unwrap();
+        let errors = db.count("SELECT count(*) FROM clerk_sync.job_errors").await;
+        (s.done == 29 && errors >= 1).then_some(())
+    })
+    .await;
+    // The good ones were applied at their first attempt, with no error on record.
+    let first_try = db
+        .count(
+            "SELECT count(*) FROM apalis.jobs j WHERE status = 'Done' AND attempts = 1
+             AND NOT EXISTS (SELECT FROM clerk_sync.job_errors e WHERE e.job_id = j.id)",
+        )
+        .await;
+    assert_eq!(first_try, 29);
+    let (object, error): (String, String) = sqlx::query_as(
+        "SELECT e.object_id, je.error FROM clerk_sync.job_errors je
+         JOIN clerk_sync.webhook_events e ON e.job_id = je.job_id LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(object, "user_b25");
+    assert!(error.contains("no_bad"), "{error}");
+    assert!(user_row(&db, "user_b25").await.is_none());
+    worker.stop().await;
+}

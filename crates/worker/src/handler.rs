@@ -9,46 +9,27 @@ use std::{
 
 use apalis::prelude::{AbortError, Attempt, BoxDynError, Data, TaskId, WorkerContext};
 use chrono::{DateTime, Utc};
-use clerk_sync_core::{
-    EventJob,
-    event::ClerkEvent,
-    mirror::{self, Outcome},
-};
+use clerk_sync_core::{EventJob, event::ClerkEvent, mirror::Outcome};
 use futures::FutureExt as _;
 use serde::Deserialize as _;
 use sqlx::PgPool;
 use tracing::Instrument as _;
 
-use crate::{backoff::Backoff, metrics};
+use crate::{
+    apply::{Appliers, Done, Failure, Job},
+    backoff::Backoff,
+    metrics,
+};
 
 pub struct Shared {
     pub pool: PgPool,
+    pub appliers: Appliers,
     pub max_attempts: usize,
     pub backoff: Backoff,
     pub job_timeout: Duration,
-    /// Runs before each event is applied: a seam for fault-injection tests (panics, delays).
-    pub before_apply: Option<BeforeApply>,
 }
 
 pub type BeforeApply = Arc<dyn Fn(&ClerkEvent) + Send + Sync>;
-
-/// Why an attempt failed, and so what happens next.
-#[derive(Debug)]
-enum Failure {
-    /// Retrying the same bytes cannot help: dead at once, with the reason.
-    Permanent(String),
-    /// The database, a timeout, a panic: try again later.
-    Transient { kind: &'static str, error: String },
-}
-
-impl From<sqlx::Error> for Failure {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Transient {
-            kind: "transient",
-            error: format!("database: {e}"),
-        }
-    }
-}
 
 /// What we know of the job's event, filled in as it is loaded: every outcome line
 /// carries it.
@@ -249,24 +230,6 @@ async fn record_failure(
     }
 }
 
-/// How a job that did not fail ended.
-enum Done {
-    /// Applied (or found stale, or skipped) and acked in one transaction.
-    Acked(Outcome),
-    /// The job was rescued from this worker (it looked dead) and re-enqueued meanwhile:
-    /// nothing was written; whoever holds it now applies it.
-    NotOurs,
-}
-
-/// body, svix_id, event_type, object_id, event_timestamp
-type StoredEvent = (
-    Vec<u8>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-);
-
 async fn process(
     shared: &Shared,
     args: &serde_json::Value,
@@ -274,57 +237,25 @@ async fn process(
 ) -> Result<Done, Failure> {
     let job = EventJob::deserialize(args)
         .map_err(|e| Failure::Permanent(format!("job arguments: {e}")))?;
-    let mut tx = shared.pool.begin().await?;
-    // Ingest parsed type, object id and time when it stored the event: read, don't re-parse.
-    let row: Option<StoredEvent> = sqlx::query_as(
-        "SELECT body, svix_id, event_type, object_id, event_timestamp \
-         FROM clerk_sync.webhook_events WHERE id = $1",
-    )
-    .bind(job.event_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((body, svix_id, event_type, object_id, event_time)) = row else {
-        return Err(Failure::Permanent(format!(
-            "event {} is not stored",
-            job.event_id
-        )));
-    };
-    ctx.svix_id = Some(svix_id);
-    ctx.event_type = event_type;
-    ctx.object_id = object_id;
-    ctx.event_time = event_time;
-    let event = ClerkEvent::decode(&body).map_err(|e| Failure::Permanent(e.to_string()))?;
-    if let Some(hook) = &shared.before_apply {
-        hook(&event);
+    let (meta, result) = shared
+        .appliers
+        .apply(Job {
+            id: ctx.job_id.clone(),
+            event_id: job.event_id,
+            attempt: ctx.attempt as i32,
+            worker: ctx.worker.clone(),
+        })
+        .await;
+    if let Some(meta) = meta {
+        ctx.svix_id = Some(meta.svix_id);
+        ctx.event_type = meta.event_type;
+        ctx.object_id = meta.object_id;
+        ctx.event_time = meta.event_time;
     }
-    let outcome = mirror::apply_in(&mut tx, &event).await?;
-    // The ack commits with the mirror write or not at all. It comes last so the job's row is
-    // locked only for the commit: an apply stuck on a mirror row past the time limit must
-    // not keep the failure from being written back to the job.
-    // `IS NOT DISTINCT FROM` is `=` here (our name is never NULL) but not indexable: a
-    // generic plan would otherwise walk the lock_by index over every job this worker ever
-    // finished (measured: 3.4 ms a call after 25k jobs) instead of the primary key.
-    let acked = sqlx::query(
-        r#"
-        UPDATE apalis.jobs
-        SET status = 'Done', attempts = $2, last_result = '{"Ok": null}', done_at = now()
-        WHERE id = $1 AND lock_by IS NOT DISTINCT FROM $3 AND status IN ('Queued', 'Running')
-        "#,
-    )
-    .bind(&ctx.job_id)
-    .bind(ctx.attempt as i32)
-    .bind(&ctx.worker)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if acked == 0 {
-        return Ok(Done::NotOurs);
-    }
-    tx.commit().await?;
-    Ok(Done::Acked(outcome))
+    result
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -7,6 +7,7 @@
 //! as failed attempts, every error kept, a supervisor that rebuilds the apalis worker under
 //! a fresh name when the database drops it, and pruning that never touches dead letters.
 
+mod apply;
 mod backoff;
 pub mod handler;
 pub mod metrics;
@@ -38,9 +39,17 @@ pub struct Config {
     #[command(flatten)]
     pub db: DatabaseArgs,
 
-    /// Jobs applied at once by this process.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16)]
+    /// Jobs claimed and in flight at once in this process (also how many one fetch claims).
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 256)]
     pub worker_concurrency: usize,
+
+    /// Transactions applying jobs at once in this process (each holds a connection).
+    #[arg(long, env = "APPLY_TRANSACTIONS", default_value_t = 4)]
+    pub apply_transactions: usize,
+
+    /// The most jobs one transaction applies and acks; 1 applies each job on its own.
+    #[arg(long, env = "APPLY_BATCH", default_value_t = 64)]
+    pub apply_batch: usize,
 
     /// Attempts before a job is dead-lettered (permanent errors die at the first).
     #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 10)]
@@ -96,7 +105,11 @@ pub struct Settings {
     /// How long SIGTERM waits for in-flight jobs before giving up on them (they are then
     /// rescued as orphans by another worker).
     pub drain_timeout: Duration,
+    /// Runs before each event is applied: a seam for fault-injection tests (panics).
     pub before_apply: Option<BeforeApply>,
+    /// Transactions applying jobs at once, and the most jobs one of them takes.
+    pub appliers: usize,
+    pub apply_batch: usize,
 }
 
 impl Settings {
@@ -115,6 +128,8 @@ impl Settings {
             retention_interval: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             before_apply: None,
+            appliers: c.apply_transactions.max(1),
+            apply_batch: c.apply_batch.max(1),
         }
     }
 }
@@ -202,12 +217,18 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// error), builds a new one under a fresh name after a short backoff. Jobs the old one had
 /// claimed are rescued by the heartbeat timeout.
 async fn supervise(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>) {
+    let appliers = apply::Appliers::start(
+        pool.clone(),
+        settings.before_apply.clone(),
+        settings.appliers,
+        settings.apply_batch,
+    );
     let shared = Arc::new(handler::Shared {
         pool: pool.clone(),
+        appliers,
         max_attempts: settings.max_attempts,
         backoff: settings.backoff,
         job_timeout: settings.job_timeout,
-        before_apply: settings.before_apply.clone(),
     });
     let mut restarts: u32 = 0;
     while !*stop.borrow() {
