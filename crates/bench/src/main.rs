@@ -317,20 +317,38 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Drain { target } => {
             let before = users(&pool).await?;
+            let since: chrono::DateTime<chrono::Utc> =
+                sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
             let worker = procs.worker()?;
             let started = Instant::now();
             let mut last = before;
             while last - before < target {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 last = users(&pool).await?;
                 if started.elapsed() > Duration::from_secs(3600) {
                     bail!("drain did not finish in an hour");
                 }
             }
-            let secs = started.elapsed().as_secs_f64();
+            let wall = started.elapsed().as_secs_f64();
             let rss = peak_rss_mib(&worker);
             stop(worker).await;
-            json!({"applied": last - before, "seconds": secs, "events_per_s": (last - before) as f64 / secs, "worker_peak_rss_mib": rss})
+            // The rate between the first and the last commit, from the rows' own times
+            // (synced_at is each transaction's start): neither process start-up nor the
+            // polling above counts. Rows of the first transaction are left out, as its
+            // time is the window's start.
+            let (applied, span): (i64, f64) = sqlx::query_as(
+                "WITH w AS (SELECT min(synced_at) AS t0, max(synced_at) AS t1 \
+                 FROM clerk.users WHERE synced_at >= $1) \
+                 SELECT count(*), extract(epoch FROM max(w.t1) - max(w.t0))::float8 \
+                 FROM clerk.users, w WHERE synced_at > w.t0",
+            )
+            .bind(since)
+            .fetch_one(&pool)
+            .await?;
+            json!({
+                "applied": applied, "seconds": span, "events_per_s": applied as f64 / span,
+                "wall_seconds_from_start": wall, "worker_peak_rss_mib": rss,
+            })
         }
         Cmd::Lag {
             rate,
