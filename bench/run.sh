@@ -28,6 +28,13 @@ fresh() {
   psql "$base/postgres" -qc "CREATE DATABASE $1" >/dev/null
   "$bin/clerk-sync" migrate --database-url "$base/$1" >/dev/null
 }
+# After a bulk seed, let PostgreSQL catch up as it would with a backlog that built up over
+# time (autovacuum's analyze, the checkpoint the seed's WAL triggers), so the drain that
+# follows measures the worker, not the seed's aftermath. Same for every drain.
+settle() {
+  psql "$base/$1" -qc "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null 2>&1 \
+    || psql "$base/$1" -qc "VACUUM ANALYZE" >/dev/null
+}
 pgb() { # script database -> tps
   pgbench -n -M prepared -c "$concurrency" -j 2 -T "$secs" -f "$out/$1" "$base/$2" 2>/dev/null \
     | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n 1
@@ -54,17 +61,20 @@ echo "pgbench tps: ingest ${pg_ingest_runs[*]}, upsert $pg_upsert (results so fa
 fresh cs_bench
 echo "worker: seeding and draining $drain_n" >&2
 bench cs_bench seed "$drain_n" >/dev/null
+settle cs_bench
 bench cs_bench drain --target "$drain_n" > "$out/drain.json"
 cat "$out/drain.json" >&2
 
 fresh cs_bench
 echo "worker: $small_n backlog" >&2
 bench cs_bench seed "$small_n" >/dev/null
+settle cs_bench
 bench cs_bench drain --target "$small_n" > "$out/drain_small.json"
 
 fresh cs_bench
 echo "worker: seeding a $big_n backlog, draining its first $small_n" >&2
 bench cs_bench seed "$big_n" > "$out/seed_big.json"
+settle cs_bench
 bench cs_bench drain --target "$small_n" > "$out/drain_big.json"
 
 fresh cs_bench

@@ -88,6 +88,7 @@ async fn both_services_expose_metrics_and_log_one_json_line_per_outcome_without_
         r#"clerk_sync_worker_jobs_total{outcome="applied",event_type="user.created"} 1"#,
         r#"clerk_sync_worker_failed_attempts_total{kind="permanent"} 1"#,
         r#"clerk_sync_worker_dead_letters_total{kind="permanent"} 1"#,
+        r#"clerk_sync_worker_apply_transactions_total{result="committed"} 1"#,
         r#"clerk_sync_queue_jobs{state="dead"} 1"#,
         r#"clerk_sync_queue_jobs{state="done"} 1"#,
         r#"clerk_sync_queue_jobs{state="pending"} 0"#,

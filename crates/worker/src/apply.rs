@@ -20,7 +20,10 @@ use futures::FutureExt as _;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::handler::{BeforeApply, panic_message};
+use crate::{
+    handler::{BeforeApply, panic_message},
+    metrics,
+};
 
 /// A claimed job, as the handler knows it.
 pub struct Job {
@@ -165,23 +168,33 @@ async fn applier(
 }
 
 async fn apply_batch(pool: &PgPool, hook: Option<&BeforeApply>, jobs: &[Job]) -> Vec<Reply> {
-    match transaction(pool, hook, jobs).await {
+    match counted(pool, hook, jobs).await {
         Ok(answers) => answers,
         Err(e) if jobs.len() == 1 => vec![(None, Err(e.into()))],
         Err(e) => {
             tracing::debug!(error = %e, jobs = jobs.len(), "batch failed; applying its jobs one by one");
             let mut answers = Vec::with_capacity(jobs.len());
             for job in jobs {
-                answers.push(
-                    match transaction(pool, hook, std::slice::from_ref(job)).await {
-                        Ok(mut one) => one.pop().expect("one answer per job"),
-                        Err(e) => (None, Err(e.into())),
-                    },
-                );
+                answers.push(match counted(pool, hook, std::slice::from_ref(job)).await {
+                    Ok(mut one) => one.pop().expect("one answer per job"),
+                    Err(e) => (None, Err(e.into())),
+                });
             }
             answers
         }
     }
+}
+
+async fn counted(
+    pool: &PgPool,
+    hook: Option<&BeforeApply>,
+    jobs: &[Job],
+) -> Result<Vec<Reply>, sqlx::Error> {
+    let result = transaction(pool, hook, jobs).await;
+    if result.is_err() {
+        metrics::TRANSACTIONS.inc(&["rolled_back"]);
+    }
+    result
 }
 
 /// id, body, svix_id, event_type, object_id, event_timestamp
@@ -290,6 +303,7 @@ async fn transaction(
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        metrics::TRANSACTIONS.inc(&["committed"]);
         for (i, meta, outcome) in applied {
             let done = if acked.contains(&jobs[i].id) {
                 Done::Acked(outcome)

@@ -16,6 +16,11 @@ pub static DEAD: CounterVec = CounterVec::new(
     "Jobs dead-lettered by this process, by the kind of their last failure.",
     &["kind"],
 );
+pub static TRANSACTIONS: CounterVec = CounterVec::new(
+    "clerk_sync_worker_apply_transactions_total",
+    "Transactions that applied jobs, by result (committed, rolled_back); jobs per transaction = jobs_total / committed.",
+    &["result"],
+);
 pub static DURATION: HistogramVec = HistogramVec::new(
     "clerk_sync_worker_job_duration_seconds",
     "Time to apply one event.",
@@ -35,6 +40,7 @@ pub async fn render(pool: &PgPool) -> String {
     JOBS.render(&mut out);
     FAILED_ATTEMPTS.render(&mut out);
     DEAD.render(&mut out);
+    TRANSACTIONS.render(&mut out);
     DURATION.render(&mut out);
     LAG.render(&mut out);
     if let Ok(q) = clerk_sync_core::queue::QueueStats::read(pool).await {
