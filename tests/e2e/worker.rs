@@ -509,5 +509,60 @@ async fn jobs_apply_in_batches_and_a_bad_one_fails_alone() {
     assert_eq!(object, "user_b25");
     assert!(error.contains("no_bad"), "{error}");
     assert!(user_row(&db, "user_b25").await.is_none());
+    // ... and it waits for its next attempt like any failed job.
+    let (status, attempts, later): (String, i32, bool) = sqlx::query_as(
+        "SELECT j.status, j.attempts, j.run_at > now() FROM apalis.jobs j
+         JOIN clerk_sync.webhook_events e ON e.job_id = j.id WHERE e.object_id = 'user_b25'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts, later), ("Failed", 1, true));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_timed_out_never_acks_the_next_claim_of_its_job() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.pool.clone()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut settings = fast_settings();
+    settings.job_timeout = Duration::from_millis(1000);
+    settings.appliers = 2;
+    // The first attempt outlives its time limit (1 s): its handler writes the failure and
+    // the job is claimed again after its backoff (~0.3 s). The first attempt's apply then
+    // ends (1.6 s) while the second claim's is still under way (1.3 s to 2.1 s).
+    settings.before_apply = Some({
+        let calls = calls.clone();
+        Arc::new(move |_: &ClerkEvent| {
+            let pause = match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => 1600,
+                _ => 800,
+            };
+            std::thread::sleep(Duration::from_millis(pause));
+        })
+    });
+    let worker = TestWorker::start_with(db.pool.clone(), settings).await;
+    ingest
+        .post(&user_event("created", "user_slow", T0, "S"))
+        .await;
+    let stats = drained(&db.pool, Duration::from_secs(20)).await;
+    assert_eq!((stats.done, stats.dead), (1, 0));
+    // Let the stale first attempt finish too, then look: the job is done by its second
+    // claim, which the first attempt's late ack did not take over.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM apalis.jobs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("Done", 2));
+    let errors: Vec<(i32, String)> =
+        sqlx::query_as("SELECT attempt, kind FROM clerk_sync.job_errors")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(errors, vec![(1, "timeout".to_owned())]);
+    assert!(user_row(&db, "user_slow").await.is_some());
     worker.stop().await;
 }

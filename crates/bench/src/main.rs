@@ -115,7 +115,12 @@ impl Procs {
             .env("DATABASE_URL", &self.url)
             .env("CLERK_WEBHOOK_SECRET", SECRET)
             .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
+            // Warnings only, unless BENCH_RUST_LOG says otherwise: at `info` the worker
+            // writes a line per event (see BENCHMARKS.md for what that costs).
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -322,8 +327,10 @@ async fn main() -> anyhow::Result<()> {
             let worker = procs.worker()?;
             let started = Instant::now();
             let mut last = before;
+            // Polled once a second: a count of the mirror costs the database tens of ms at
+            // these sizes, and the rate below does not depend on when we notice the end.
             while last - before < target {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 last = users(&pool).await?;
                 if started.elapsed() > Duration::from_secs(3600) {
                     bail!("drain did not finish in an hour");

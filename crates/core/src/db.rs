@@ -21,6 +21,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 pub struct Session {
     /// The server cancels any statement that runs longer (a slow or locked database).
     pub statement_timeout: Option<Duration>,
+    /// A statement waiting longer than this for a lock fails instead of waiting on.
+    pub lock_timeout: Option<Duration>,
     /// `synchronous_commit = off`: a commit returns before its WAL is flushed. Safe only
     /// where losing the last few commits in a server crash is harmless (see the worker).
     pub asynchronous_commit: bool,
@@ -38,6 +40,9 @@ pub async fn connect(
     let mut settings = Vec::new();
     if let Some(t) = session.statement_timeout {
         settings.push(("statement_timeout", format!("{}ms", t.as_millis().max(1))));
+    }
+    if let Some(t) = session.lock_timeout {
+        settings.push(("lock_timeout", format!("{}ms", t.as_millis().max(1))));
     }
     if session.asynchronous_commit {
         settings.push(("synchronous_commit", "off".to_owned()));

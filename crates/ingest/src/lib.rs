@@ -94,6 +94,7 @@ impl App {
             config.db_max_connections,
             clerk_sync_core::db::Session {
                 statement_timeout: Some(settings.request_timeout),
+                lock_timeout: None,
                 // A 2xx promises the event is stored: every commit waits for its WAL flush.
                 asynchronous_commit: false,
             },

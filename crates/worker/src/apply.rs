@@ -7,7 +7,9 @@
 //!
 //! A job whose event cannot be applied for a reason of its own (missing, undecodable, a
 //! panic) is answered alone and left out of its batch. A database error fails the whole
-//! transaction; its jobs are then applied one by one, so only the failing one fails.
+//! transaction; its jobs are then applied one by one, so only the failing one fails. Jobs
+//! whose handler has given up waiting (its time limit passed and it wrote the failure) are
+//! left out.
 
 use std::{collections::HashMap, panic::AssertUnwindSafe, sync::Arc};
 
@@ -30,12 +32,13 @@ pub struct Job {
     pub id: String,
     pub event_id: i64,
     pub attempt: i32,
-    /// The apalis worker holding the claim: the ack only lands while the claim is its own.
+    /// The apalis worker holding the claim. With `attempt`, it names the claim: the ack
+    /// only lands while the job is still under this very claim (see `transaction`).
     pub worker: String,
 }
 
 /// What the stored event says about itself, for the job's log lines.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Meta {
     pub svix_id: String,
     pub event_type: Option<String>,
@@ -63,12 +66,18 @@ pub enum Failure {
     Transient { kind: &'static str, error: String },
 }
 
-impl From<sqlx::Error> for Failure {
-    fn from(e: sqlx::Error) -> Self {
+impl Failure {
+    fn from_ref(e: &sqlx::Error) -> Self {
         Self::Transient {
             kind: "transient",
             error: format!("database: {e}"),
         }
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Self::from_ref(&e)
     }
 }
 
@@ -145,6 +154,11 @@ async fn applier(
             }
             batch
         };
+        // A handler that timed out has written its failure and stopped listening.
+        let batch: Vec<Request> = batch.into_iter().filter(|r| !r.reply.is_closed()).collect();
+        if batch.is_empty() {
+            continue;
+        }
         let (jobs, replies): (Vec<Job>, Vec<_>) =
             batch.into_iter().map(|r| (r.job, r.reply)).unzip();
         let answers = AssertUnwindSafe(apply_batch(&pool, before_apply.as_ref(), &jobs))
@@ -170,8 +184,10 @@ async fn applier(
 async fn apply_batch(pool: &PgPool, hook: Option<&BeforeApply>, jobs: &[Job]) -> Vec<Reply> {
     match counted(pool, hook, jobs).await {
         Ok(answers) => answers,
-        Err(e) if jobs.len() == 1 => vec![(None, Err(e.into()))],
-        Err(e) => {
+        // Only an error of the database about what the batch wrote (a constraint, a lock
+        // timeout, a deadlock) can be one job's fault; when the connection or the pool
+        // fails, trying each job alone would only wait as many times.
+        Err(e @ sqlx::Error::Database(_)) if jobs.len() > 1 => {
             tracing::debug!(error = %e, jobs = jobs.len(), "batch failed; applying its jobs one by one");
             let mut answers = Vec::with_capacity(jobs.len());
             for job in jobs {
@@ -182,6 +198,10 @@ async fn apply_batch(pool: &PgPool, hook: Option<&BeforeApply>, jobs: &[Job]) ->
             }
             answers
         }
+        Err(e) => jobs
+            .iter()
+            .map(|_| (None, Err(Failure::from_ref(&e))))
+            .collect(),
     }
 }
 
@@ -225,12 +245,14 @@ async fn transaction(
     .bind(&event_ids)
     .fetch_all(&mut *tx)
     .await?;
-    let mut stored: HashMap<i64, StoredEvent> = rows.into_iter().map(|r| (r.0, r)).collect();
+    let stored: HashMap<i64, StoredEvent> = rows.into_iter().map(|r| (r.0, r)).collect();
 
     let mut todo = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
+        // (`get`, not `remove`: the same job may sit in a batch twice, under an old claim
+        // and a new one.)
         let Some((_, body, svix_id, event_type, object_id, event_time)) =
-            stored.remove(&job.event_id)
+            stored.get(&job.event_id).cloned()
         else {
             let error = format!("event {} is not stored", job.event_id);
             answers[i] = Some((None, Err(Failure::Permanent(error))));
@@ -263,10 +285,32 @@ async fn transaction(
         todo.push((i, meta, event));
     }
 
-    // Concurrent batches touch their rows in one order (by object id), so they queue
-    // behind each other instead of deadlocking. Order within a batch does not matter:
-    // the ordering rule lives in each statement.
+    // The same job twice (a claim whose handler timed out, and the claim after it): only
+    // the newest can be acked, and one ack statement can only check one claim per job.
+    let mut newest: HashMap<&str, i32> = HashMap::new();
+    for (i, ..) in &todo {
+        let job = &jobs[*i];
+        let n = newest.entry(job.id.as_str()).or_insert(job.attempt);
+        *n = (*n).max(job.attempt);
+    }
+    todo.retain(|(i, meta, _)| {
+        let job = &jobs[*i];
+        let current = newest[job.id.as_str()] == job.attempt;
+        if !current {
+            answers[*i] = Some((Some(meta.clone()), Ok(Done::NotOurs)));
+        }
+        current
+    });
+
+    // Concurrent batches take their parent locks (memberships' users and organizations, the
+    // parents being deleted) all at once, in key order, and then touch their rows in object
+    // id order: they queue behind each other on what they share rather than deadlock. Any
+    // deadlock left (PostgreSQL breaks it after deadlock_timeout) fails the batch, which is
+    // then applied one job at a time. Order within a batch does not matter: the ordering rule
+    // lives in each statement.
     todo.sort_by(|a, b| a.1.object_id.cmp(&b.1.object_id));
+    let events: Vec<&ClerkEvent> = todo.iter().map(|(_, _, e)| e).collect();
+    mirror::lock_parents_of(&mut tx, &events).await?;
     let mut applied = Vec::with_capacity(todo.len());
     for (i, meta, event) in todo {
         let outcome = mirror::apply_in(&mut tx, &event).await?;
@@ -275,9 +319,12 @@ async fn transaction(
 
     if !applied.is_empty() {
         // The acks commit with the mirror writes or not at all, and come last so the jobs'
-        // rows are locked only for the commit. `IS NOT DISTINCT FROM` is `=` here (a
-        // worker name is never NULL) but not indexable: a generic plan would otherwise walk
-        // the lock_by index over every job this worker ever finished instead of the key.
+        // rows are locked only for the commit. Each lands only under the claim it was made
+        // for: the same worker name and the attempts count at that claim (claiming leaves
+        // it, a recorded failure or a rescue raises it), so a stale request whose handler
+        // timed out never acks a later claim of the same job. `IS NOT DISTINCT FROM` is `=`
+        // here (a worker name is never NULL) but not indexable: a generic plan would
+        // otherwise walk the lock_by index over every job this worker ever finished.
         let ids: Vec<&str> = applied.iter().map(|(i, ..)| jobs[*i].id.as_str()).collect();
         let attempts: Vec<i32> = applied.iter().map(|(i, ..)| jobs[*i].attempt).collect();
         let workers: Vec<&str> = applied
@@ -293,6 +340,7 @@ async fn transaction(
                 done_at = now()
             WHERE id = ANY($1::text[])
               AND lock_by IS NOT DISTINCT FROM ($3::text[])[array_position($1::text[], id)]
+              AND attempts = ($2::int4[])[array_position($1::text[], id)] - 1
               AND status IN ('Queued', 'Running')
             RETURNING id
             "#,

@@ -150,8 +150,10 @@ async fn run(shared: &Shared, args: &serde_json::Value, ctx: &mut Ctx) -> Result
         }
         Failure::Transient { kind, error } => {
             let delay = shared.backoff.delay(ctx.attempt);
+            if !record_failure(&shared.pool, ctx, kind, &error, Some(delay)).await {
+                return Err(not_ours(ctx, &error));
+            }
             metrics::FAILED_ATTEMPTS.inc(&[kind]);
-            record_failure(&shared.pool, ctx, kind, &error, Some(delay)).await;
             outcome!(
                 warn,
                 ctx,
@@ -166,9 +168,11 @@ async fn run(shared: &Shared, args: &serde_json::Value, ctx: &mut Ctx) -> Result
 }
 
 async fn dead(shared: &Shared, ctx: &Ctx, kind: &'static str, error: String) -> BoxDynError {
+    if !record_failure(&shared.pool, ctx, kind, &error, None).await {
+        return not_ours(ctx, &error);
+    }
     metrics::FAILED_ATTEMPTS.inc(&[kind]);
     metrics::DEAD.inc(&[kind]);
-    record_failure(&shared.pool, ctx, kind, &error, None).await;
     outcome!(
         error,
         ctx,
@@ -179,10 +183,23 @@ async fn dead(shared: &Shared, ctx: &Ctx, kind: &'static str, error: String) -> 
     Box::new(AbortError::new(error))
 }
 
+/// The failure could not be written because the job is no longer under this claim: its
+/// apply committed after all (the job is Done), or it was rescued and re-enqueued.
+fn not_ours(ctx: &Ctx, error: &str) -> BoxDynError {
+    outcome!(
+        info,
+        ctx,
+        "released",
+        "attempt failed after the job left this claim (done or re-enqueued meanwhile): {error}"
+    );
+    Box::new(AbortError::new(error.to_owned()))
+}
+
 /// Writes a failed attempt back: its error kept in `clerk_sync.job_errors`, and the job
 /// `Failed` with its next attempt moved out by `retry_in` (apalis would otherwise fetch it
-/// again at once) or, without one, `Killed` (dead). Only while the job is still this
-/// worker's and unfinished: if a commit whose answer was lost did land, the job stays Done.
+/// again at once) or, without one, `Killed` (dead). Only while the job is still under this
+/// claim (same worker, same attempts count) and unfinished: if a commit whose answer was
+/// lost did land, the job stays Done, and nothing is written. Returns whether it landed.
 ///
 /// Until this lands the job is claimed by a live worker and nobody else would ever take it,
 /// so it is retried, with backoff, for as long as it takes; if the process stops first, the
@@ -193,22 +210,24 @@ async fn record_failure(
     kind: &str,
     error: &str,
     retry_in: Option<Duration>,
-) {
+) -> bool {
     let mut wait = Duration::from_millis(100);
     loop {
         let written = sqlx::query(
             r#"
-            WITH err AS (
-                INSERT INTO clerk_sync.job_errors (job_id, attempt, kind, error)
-                VALUES ($1, $2, $3, $4)
+            WITH job AS (
+                UPDATE apalis.jobs
+                SET status = CASE WHEN $5::float8 IS NULL THEN 'Killed' ELSE 'Failed' END,
+                    attempts = $2,
+                    last_result = jsonb_build_object('Err', $4::text),
+                    done_at = now(),
+                    run_at = COALESCE(now() + make_interval(secs => $5::float8), run_at)
+                WHERE id = $1 AND lock_by IS NOT DISTINCT FROM $6 AND attempts = $2 - 1
+                  AND status IN ('Queued', 'Running')
+                RETURNING id
             )
-            UPDATE apalis.jobs
-            SET status = CASE WHEN $5::float8 IS NULL THEN 'Killed' ELSE 'Failed' END,
-                attempts = $2,
-                last_result = jsonb_build_object('Err', $4::text),
-                done_at = now(),
-                run_at = COALESCE(now() + make_interval(secs => $5::float8), run_at)
-            WHERE id = $1 AND lock_by IS NOT DISTINCT FROM $6 AND status IN ('Queued', 'Running')
+            INSERT INTO clerk_sync.job_errors (job_id, attempt, kind, error)
+            SELECT id, $2, $3, $4 FROM job
             "#,
         )
         .bind(&ctx.job_id)
@@ -220,7 +239,7 @@ async fn record_failure(
         .execute(pool)
         .await;
         match written {
-            Ok(_) => return,
+            Ok(done) => return done.rows_affected() == 1,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "could not record the failed attempt; trying again");
                 tokio::time::sleep(wait).await;

@@ -150,6 +150,10 @@ impl Worker {
             clerk_sync_core::db::Session {
                 // No single statement of ours should outlive a job's time limit.
                 statement_timeout: Some(settings.job_timeout),
+                // A mirror row locked by someone else (an app's long transaction) fails the
+                // batch well before the jobs' time limit, so the batch is retried one job at
+                // a time and only the job on that row waits for its next attempt.
+                lock_timeout: Some(settings.job_timeout / 4),
                 // The worker's commits need not wait for their WAL flush: WAL is one ordered
                 // log, so a crash that loses an applied upsert also loses its later ack and
                 // the job runs again; applying an event twice is harmless. (Ingest, whose
@@ -253,7 +257,10 @@ async fn supervise(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>
         let backend = PollWith::new(
             backend,
             wakeup::Wakeups::new(
-                Pubsub::new(pool.clone(), QUEUE.to_owned()),
+                {
+                    let pool = pool.clone();
+                    move || Pubsub::new(pool.clone(), QUEUE.to_owned())
+                },
                 settings.poll_interval,
             ),
         );

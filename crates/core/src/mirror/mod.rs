@@ -71,6 +71,55 @@ pub async fn apply_in(
     }
 }
 
+/// Takes, in one statement and in key order, every parent lock that `events` will take one
+/// by one (exclusive where one of them deletes the parent, shared otherwise). Transactions
+/// applying several events at once call it first: two of them then queue on their first
+/// common parent instead of each holding what the other waits for.
+pub async fn lock_parents_of(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[&ClerkEvent],
+) -> Result<(), sqlx::Error> {
+    use crate::event::Change;
+    let mut keys: std::collections::BTreeMap<&str, bool> = Default::default();
+    for event in events {
+        match event {
+            ClerkEvent::User(Change::Delete(t)) => {
+                keys.insert(t.id.as_str(), true);
+            }
+            ClerkEvent::Organization(Change::Delete(t)) => {
+                keys.insert(t.id.as_str(), true);
+            }
+            ClerkEvent::Membership(Change::Upsert(m))
+            | ClerkEvent::Membership(Change::Delete(crate::event::Tombstone {
+                last: Some(m),
+                ..
+            })) => {
+                for id in [Some(m.organization_id.as_str()), m.user_id.as_deref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    keys.entry(id).or_insert(false);
+                }
+            }
+            _ => {}
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let (ids, exclusive): (Vec<&str>, Vec<bool>) = keys.into_iter().unzip();
+    sqlx::query(
+        "SELECT CASE WHEN x THEN pg_advisory_xact_lock(hashtextextended(id, 7262)) \
+                     ELSE pg_advisory_xact_lock_shared(hashtextextended(id, 7262)) END \
+         FROM unnest($1::text[], $2::bool[]) AS t(id, x) ORDER BY id",
+    )
+    .bind(&ids)
+    .bind(&exclusive)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Serialises a parent's delete (exclusive) against upserts of its memberships (shared), so
 /// that a membership never misses a tombstone committed while it was being written. Taken in
 /// its own statement: under READ COMMITTED the upsert that follows then sees what the lock
