@@ -566,3 +566,18 @@ async fn an_attempt_that_timed_out_never_acks_the_next_claim_of_its_job() {
     assert!(user_row(&db, "user_slow").await.is_some());
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_claimed_through_the_primary_key() {
+    // migrations/20261129090000_claim_by_primary_key.sql replaces apalis.get_jobs; an apalis
+    // upgrade that redefines it would silently bring back the plan that scans the table.
+    let db = TestDb::new().await;
+    let body: String = sqlx::query_scalar(
+        "SELECT prosrc FROM pg_proc WHERE proname = 'get_jobs'
+         AND pronamespace = 'apalis'::regnamespace",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(body.contains("id = ANY (ARRAY("), "{body}");
+}
