@@ -16,7 +16,13 @@ small_n=10000
 lag_secs=$([[ -n $quick ]] && echo 10 || echo 20)
 concurrency=16
 
-server=$(DB_NAME=postgres bash deploy/db.sh)
+server=$(DB_NAME=postgres bash deploy/db.sh) # installs PostgreSQL here if there is none
+for tool in psql pgbench python3; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "bench/run.sh needs $tool (Debian/Ubuntu: apt-get install postgresql python3)" >&2
+    exit 1
+  fi
+done
 base=${server%/*}
 out=$(mktemp -d)
 echo "building release binaries" >&2
