@@ -38,7 +38,7 @@ pub struct Job {
 }
 
 /// What the stored event says about itself, for the job's log lines.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Meta {
     pub svix_id: String,
     pub event_type: Option<String>,
@@ -51,9 +51,9 @@ pub struct Meta {
 pub enum Done {
     /// Applied (or found stale, or skipped) and acked in one transaction.
     Acked(Outcome),
-    /// The job was rescued from this worker (it looked dead) and re-enqueued meanwhile, so
-    /// it was not acked: whoever holds it now applies it again (a no-op if this apply
-    /// committed).
+    /// The job is no longer under this claim (it was rescued from this worker and
+    /// re-enqueued, or claimed again after this attempt timed out), so it was not acked:
+    /// whoever holds it now applies it (a no-op if this apply committed).
     NotOurs,
 }
 
@@ -235,6 +235,19 @@ async fn transaction(
     jobs: &[Job],
 ) -> Result<Vec<Reply>, sqlx::Error> {
     let mut answers: Vec<Option<Reply>> = jobs.iter().map(|_| None).collect();
+    // The same job twice (a claim whose handler timed out, and the claim after it): only
+    // the newest can be acked, and one ack statement can only check one claim per job.
+    let mut newest: HashMap<&str, i32> = HashMap::new();
+    for job in jobs {
+        let n = newest.entry(job.id.as_str()).or_insert(job.attempt);
+        *n = (*n).max(job.attempt);
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        if newest[job.id.as_str()] != job.attempt {
+            answers[i] = Some((None, Ok(Done::NotOurs)));
+        }
+    }
+
     let mut tx = pool.begin().await?;
     // Ingest parsed type, object id and time when it stored the event: read, don't re-parse.
     let event_ids: Vec<i64> = jobs.iter().map(|j| j.event_id).collect();
@@ -245,14 +258,15 @@ async fn transaction(
     .bind(&event_ids)
     .fetch_all(&mut *tx)
     .await?;
-    let stored: HashMap<i64, StoredEvent> = rows.into_iter().map(|r| (r.0, r)).collect();
+    let mut stored: HashMap<i64, StoredEvent> = rows.into_iter().map(|r| (r.0, r)).collect();
 
     let mut todo = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
-        // (`get`, not `remove`: the same job may sit in a batch twice, under an old claim
-        // and a new one.)
+        if answers[i].is_some() {
+            continue;
+        }
         let Some((_, body, svix_id, event_type, object_id, event_time)) =
-            stored.get(&job.event_id).cloned()
+            stored.remove(&job.event_id)
         else {
             let error = format!("event {} is not stored", job.event_id);
             answers[i] = Some((None, Err(Failure::Permanent(error))));
@@ -285,37 +299,19 @@ async fn transaction(
         todo.push((i, meta, event));
     }
 
-    // The same job twice (a claim whose handler timed out, and the claim after it): only
-    // the newest can be acked, and one ack statement can only check one claim per job.
-    let mut newest: HashMap<&str, i32> = HashMap::new();
-    for (i, ..) in &todo {
-        let job = &jobs[*i];
-        let n = newest.entry(job.id.as_str()).or_insert(job.attempt);
-        *n = (*n).max(job.attempt);
-    }
-    todo.retain(|(i, meta, _)| {
-        let job = &jobs[*i];
-        let current = newest[job.id.as_str()] == job.attempt;
-        if !current {
-            answers[*i] = Some((Some(meta.clone()), Ok(Done::NotOurs)));
-        }
-        current
-    });
-
-    // Concurrent batches take their parent locks (memberships' users and organizations, the
-    // parents being deleted) all at once, in key order, and then touch their rows in object
-    // id order: they queue behind each other on what they share rather than deadlock. Any
-    // deadlock left (PostgreSQL breaks it after deadlock_timeout) fails the batch, which is
-    // then applied one job at a time. Order within a batch does not matter: the ordering rule
-    // lives in each statement.
+    // Concurrent batches take their parent locks all at once, in key order (apply_all), and
+    // then touch their rows in object id order: they queue behind each other on what they
+    // share rather than deadlock. Any deadlock left (PostgreSQL breaks it after
+    // deadlock_timeout) fails the batch, which is then applied one job at a time. Order
+    // within a batch does not matter: the ordering rule lives in each statement.
     todo.sort_by(|a, b| a.1.object_id.cmp(&b.1.object_id));
     let events: Vec<&ClerkEvent> = todo.iter().map(|(_, _, e)| e).collect();
-    mirror::lock_parents_of(&mut tx, &events).await?;
-    let mut applied = Vec::with_capacity(todo.len());
-    for (i, meta, event) in todo {
-        let outcome = mirror::apply_in(&mut tx, &event).await?;
-        applied.push((i, meta, outcome));
-    }
+    let outcomes = mirror::apply_all(&mut tx, &events).await?;
+    let applied: Vec<_> = todo
+        .into_iter()
+        .zip(outcomes)
+        .map(|((i, meta, _), outcome)| (i, meta, outcome))
+        .collect();
 
     if !applied.is_empty() {
         // The acks commit with the mirror writes or not at all, and come last so the jobs'

@@ -124,7 +124,7 @@ async fn run(shared: &Shared, args: &serde_json::Value, ctx: &mut Ctx) -> Result
                 warn,
                 ctx,
                 "released",
-                "job was re-enqueued while this worker held it; left to its new owner"
+                "job left this claim (rescued and re-enqueued, or claimed again after this attempt timed out); left to its current claim"
             );
             return Ok(());
         }

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{Outcome, lock_parents};
+use super::Outcome;
 
 // A membership's data follows its newest payload (`updated_at`; a delete repeats the last
 // one), its deletion follows its newest event (`version`; a delete's envelope timestamp).
@@ -37,18 +37,13 @@ use crate::event::{Membership, Tombstone};
 /// Writes a membership's own event. `deleted` is the delete's version for
 /// `organizationMembership.deleted`; otherwise the row is live unless its organization or
 /// user has a tombstone not older than this event (the cascade it would have received had
-/// the events arrived in order).
+/// the events arrived in order). Its parents' shared locks are already held.
 pub(super) async fn upsert(
     conn: &mut PgConnection,
     m: &Membership,
     deleted: Option<DateTime<Utc>>,
 ) -> Result<Outcome, sqlx::Error> {
     let version = deleted.unwrap_or(m.updated_at);
-    let parents: Vec<&str> = [Some(m.organization_id.as_str()), m.user_id.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    lock_parents(conn, &parents, false).await?;
     let result = sqlx::query(concat!(
         r#"
         INSERT INTO clerk.organization_memberships AS t (

@@ -46,40 +46,51 @@ impl Outcome {
 /// Applies one decoded event under the ordering rule, in its own transaction.
 pub async fn apply(pool: &PgPool, event: &ClerkEvent) -> Result<Outcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let outcome = apply_in(&mut tx, event).await?;
+    let outcome = apply_all(&mut tx, &[event]).await?[0];
     tx.commit().await?;
     Ok(outcome)
 }
 
-/// Applies one decoded event under the ordering rule inside the caller's transaction, so
-/// the caller can commit it together with its own writes (the worker's ack). The parent
-/// locks it takes are held until that transaction ends.
-pub async fn apply_in(
+/// Applies decoded events, in the order given, under the ordering rule inside the caller's
+/// transaction, so the caller can commit them with its own writes (the worker's acks).
+/// First it takes every parent lock they need (see [`lock_parents`]), held until that
+/// transaction ends. Returns each event's outcome.
+pub async fn apply_all(
     tx: &mut Transaction<'_, Postgres>,
-    event: &ClerkEvent,
-) -> Result<Outcome, sqlx::Error> {
+    events: &[&ClerkEvent],
+) -> Result<Vec<Outcome>, sqlx::Error> {
     use crate::event::Change;
+    lock_parents(tx, events).await?;
     let conn: &mut PgConnection = tx;
-    match event {
-        ClerkEvent::User(Change::Upsert(u)) => users::upsert(conn, u).await,
-        ClerkEvent::User(Change::Delete(t)) => users::delete(conn, t).await,
-        ClerkEvent::Organization(Change::Upsert(o)) => organizations::upsert(conn, o).await,
-        ClerkEvent::Organization(Change::Delete(t)) => organizations::delete(conn, t).await,
-        ClerkEvent::Membership(Change::Upsert(m)) => memberships::upsert(conn, m, None).await,
-        ClerkEvent::Membership(Change::Delete(t)) => memberships::delete(conn, t).await,
-        ClerkEvent::Other(_) => Ok(Outcome::Skipped),
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        outcomes.push(match event {
+            ClerkEvent::User(Change::Upsert(u)) => users::upsert(conn, u).await?,
+            ClerkEvent::User(Change::Delete(t)) => users::delete(conn, t).await?,
+            ClerkEvent::Organization(Change::Upsert(o)) => organizations::upsert(conn, o).await?,
+            ClerkEvent::Organization(Change::Delete(t)) => organizations::delete(conn, t).await?,
+            ClerkEvent::Membership(Change::Upsert(m)) => memberships::upsert(conn, m, None).await?,
+            ClerkEvent::Membership(Change::Delete(t)) => memberships::delete(conn, t).await?,
+            ClerkEvent::Other(_) => Outcome::Skipped,
+        });
     }
+    Ok(outcomes)
 }
 
-/// Takes, in one statement and in key order, every parent lock that `events` will take one
-/// by one (exclusive where one of them deletes the parent, shared otherwise). Transactions
-/// applying several events at once call it first: two of them then queue on their first
-/// common parent instead of each holding what the other waits for.
-pub async fn lock_parents_of(
+/// Serialises a parent's delete (exclusive) against upserts of its memberships (shared), so
+/// that a membership never misses a tombstone committed while it was being written: the
+/// lock of a deleted user or organization, and the shared locks of the organization and user
+/// of each membership written (with or without a delete). Taken in one statement, in key
+/// order, before any of the events is written: under READ COMMITTED the statements that
+/// follow then see what a lock holder committed, and two transactions applying several
+/// events queue on their first common parent instead of each holding what the other waits
+/// for.
+async fn lock_parents(
     tx: &mut Transaction<'_, Postgres>,
     events: &[&ClerkEvent],
 ) -> Result<(), sqlx::Error> {
-    use crate::event::Change;
+    use crate::event::{Change, Tombstone};
+    // Exclusive wins where one event deletes a parent that another's membership names.
     let mut keys: std::collections::BTreeMap<&str, bool> = Default::default();
     for event in events {
         match event {
@@ -89,11 +100,9 @@ pub async fn lock_parents_of(
             ClerkEvent::Organization(Change::Delete(t)) => {
                 keys.insert(t.id.as_str(), true);
             }
-            ClerkEvent::Membership(Change::Upsert(m))
-            | ClerkEvent::Membership(Change::Delete(crate::event::Tombstone {
-                last: Some(m),
-                ..
-            })) => {
+            ClerkEvent::Membership(
+                Change::Upsert(m) | Change::Delete(Tombstone { last: Some(m), .. }),
+            ) => {
                 for id in [Some(m.organization_id.as_str()), m.user_id.as_deref()]
                     .into_iter()
                     .flatten()
@@ -120,33 +129,14 @@ pub async fn lock_parents_of(
     Ok(())
 }
 
-/// Serialises a parent's delete (exclusive) against upserts of its memberships (shared), so
-/// that a membership never misses a tombstone committed while it was being written. Taken in
-/// its own statement: under READ COMMITTED the upsert that follows then sees what the lock
-/// holder committed.
-async fn lock_parents(
-    conn: &mut sqlx::PgConnection,
-    ids: &[&str],
-    exclusive: bool,
-) -> Result<(), sqlx::Error> {
-    let sql = if exclusive {
-        "SELECT pg_advisory_xact_lock(hashtextextended(id, 7262)) FROM unnest($1::text[]) AS id ORDER BY id"
-    } else {
-        "SELECT pg_advisory_xact_lock_shared(hashtextextended(id, 7262)) FROM unnest($1::text[]) AS id ORDER BY id"
-    };
-    sqlx::query(sql).bind(ids).execute(conn).await?;
-    Ok(())
-}
-
 /// Runs a user's or an organization's tombstone-and-cascade statement (`$1` id, `$2` the
-/// delete's version, `$3` its raw data; it returns how many parent rows changed) under the
-/// parent's exclusive lock.
+/// delete's version, `$3` its raw data; it returns how many parent rows changed). The
+/// parent's exclusive lock is already held (`lock_parents`).
 async fn tombstone_parent<T>(
     conn: &mut PgConnection,
     t: &crate::event::Tombstone<T>,
     sql: &'static str,
 ) -> Result<Outcome, sqlx::Error> {
-    lock_parents(conn, &[&t.id], true).await?;
     let applied: i64 = sqlx::query_scalar(sql)
         .bind(&t.id)
         .bind(t.version)
