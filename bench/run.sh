@@ -34,12 +34,19 @@ fresh() {
   psql "$base/postgres" -qc "CREATE DATABASE $1" >/dev/null
   "$bin/clerk-sync" migrate --database-url "$base/$1" >/dev/null
 }
-# After a bulk seed, let PostgreSQL catch up as it would with a backlog that built up over
-# time (autovacuum's analyze, the checkpoint the seed's WAL triggers), so the drain that
-# follows measures the worker, not the seed's aftermath. Same for every drain.
-settle() {
-  psql "$base/$1" -qc "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null 2>&1 \
-    || psql "$base/$1" -qc "VACUUM ANALYZE" >/dev/null
+# A backlog of $1 events seeded straight into the event store and queue, then a worker
+# started and timed until it has applied $2 of them; the result in $out/$3.json. Between
+# the two, PostgreSQL catches up as it would with a backlog that built up over time
+# (autovacuum's analyze, the checkpoint the seed's WAL triggers), so the drain measures the
+# worker, not the bulk seed's aftermath.
+timed_drain() {
+  fresh cs_bench
+  echo "worker: a $1 backlog, draining $2" >&2
+  bench cs_bench seed "$1" >/dev/null
+  psql "$base/cs_bench" -qc "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null 2>&1 \
+    || psql "$base/cs_bench" -qc "VACUUM ANALYZE" >/dev/null
+  bench cs_bench drain --target "$2" > "$out/$3.json"
+  cat "$out/$3.json" >&2
 }
 pgb() { # script database -> tps
   pgbench -n -M prepared -c "$concurrency" -j 2 -T "$secs" -f "$out/$1" "$base/$2" 2>/dev/null \
@@ -64,24 +71,9 @@ pg_ingest=$(python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print(su
 echo "pgbench: upsert SQL" >&2;  pg_upsert=$(pgb upsert.sql cs_bench_pg)
 echo "pgbench tps: ingest ${pg_ingest_runs[*]}, upsert $pg_upsert (results so far in $out)" >&2
 
-fresh cs_bench
-echo "worker: seeding and draining $drain_n" >&2
-bench cs_bench seed "$drain_n" >/dev/null
-settle cs_bench
-bench cs_bench drain --target "$drain_n" > "$out/drain.json"
-cat "$out/drain.json" >&2
-
-fresh cs_bench
-echo "worker: $small_n backlog" >&2
-bench cs_bench seed "$small_n" >/dev/null
-settle cs_bench
-bench cs_bench drain --target "$small_n" > "$out/drain_small.json"
-
-fresh cs_bench
-echo "worker: seeding a $big_n backlog, draining its first $small_n" >&2
-bench cs_bench seed "$big_n" > "$out/seed_big.json"
-settle cs_bench
-bench cs_bench drain --target "$small_n" > "$out/drain_big.json"
+timed_drain "$drain_n" "$drain_n" drain
+timed_drain "$small_n" "$small_n" drain_small
+timed_drain "$big_n" "$small_n" drain_big
 
 fresh cs_bench
 echo "lag: 500 events/s for ${lag_secs}s" >&2
