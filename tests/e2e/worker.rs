@@ -459,11 +459,12 @@ async fn jobs_apply_in_batches_and_a_bad_one_fails_alone() {
             .post(&user_event("created", &format!("user_b{i}"), T0, "Good"))
             .await;
     }
+    // One applier taking up to 32 jobs: a backlog goes in few transactions.
     let mut settings = fast_settings();
     settings.concurrency = 32;
     settings.appliers = 1;
     settings.apply_batch = 32;
-    let worker = TestWorker::start_with(db.pool.clone(), settings).await;
+    let worker = TestWorker::start_with(db.pool.clone(), settings.clone()).await;
     let stats = drained(&db.pool, Duration::from_secs(20)).await;
     assert_eq!((stats.done, stats.dead), (20, 0));
     // Rows written by one transaction share its xmin: the backlog went in batches.
@@ -480,10 +481,6 @@ async fn jobs_apply_in_batches_and_a_bad_one_fails_alone() {
             .post(&user_event("created", &format!("user_b{i}"), T0, name))
             .await;
     }
-    let mut settings = fast_settings();
-    settings.concurrency = 32;
-    settings.appliers = 1;
-    settings.apply_batch = 32;
     let worker = TestWorker::start_with(db.pool.clone(), settings).await;
     eventually(Duration::from_secs(20), "29 done and 1 failed", || async {
         let s = QueueStats::read(&db.pool).await.unwrap();
