@@ -267,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
                 .execute(&pool)
                 .await?;
             std::fs::write(dir.join("ingest.sql"), INGEST_SQL)?;
-            std::fs::write(dir.join("upsert.sql"), UPSERT_SQL)?;
+            std::fs::write(dir.join("upsert.sql"), upsert_script()?)?;
             json!({"written": dir})
         }
         Cmd::Seed { events } => {
@@ -445,29 +445,58 @@ VALUES ('j' || :client_id || '_' || :n || '_' || txid_current(), 'clerk-sync' ||
 COMMIT;
 "#;
 
-/// The users upsert of crates/core/src/mirror/users.rs, for a new user each time.
-const UPSERT_SQL: &str = r#"\set n random(1, 2000000000)
-INSERT INTO clerk.users AS t (
-    id, external_id, first_name, last_name, username, image_url, has_image,
-    primary_email_address_id, primary_email_address, primary_phone_number_id,
-    primary_phone_number, primary_web3_wallet_id, email_addresses, phone_numbers,
-    external_accounts, public_metadata, private_metadata, unsafe_metadata,
-    banned, locked, password_enabled, two_factor_enabled, totp_enabled,
-    backup_code_enabled, create_organization_enabled, delete_self_enabled,
-    last_sign_in_at, last_active_at, legal_accepted_at, created_at, updated_at,
-    deleted_at, version, raw, synced_at
-)
-SELECT
-    'user_pgb_' || :n, NULL, 'Example', NULL, NULL, 'https://img.clerk.com/xxxxxx', false,
-    'idn_x', 'example@example.org', NULL, NULL, NULL,
-    f.data->'email_addresses', f.data->'phone_numbers', f.data->'external_accounts',
-    f.data->'public_metadata', f.data->'private_metadata', f.data->'unsafe_metadata',
-    false, false, true, false, false, false, true, true, NULL, NULL, NULL, now(), now(),
-    NULL, now(), f.data, now()
-FROM public.bench_fixture f
-ON CONFLICT (id) DO UPDATE SET
-    first_name = excluded.first_name, email_addresses = excluded.email_addresses,
-    deleted_at = CASE WHEN t.version < excluded.version THEN NULL ELSE t.deleted_at END,
-    version = GREATEST(t.version, excluded.version), raw = excluded.raw, synced_at = now()
-WHERE t.updated_at IS NULL OR t.updated_at <= excluded.updated_at;
-"#;
+/// The worker's users upsert (`mirror::USERS_UPSERT`, the same text) for a new user each
+/// time: its parameters become pgbench expressions and its `VALUES` row a `SELECT` from the
+/// fixture table, so the raw data is read once per statement, as the worker binds it once.
+fn upsert_script() -> anyhow::Result<String> {
+    let args = [
+        "'user_pgb_' || :n",
+        "NULL",
+        "'Example'",
+        "NULL",
+        "NULL",
+        "'https://img.clerk.com/xxxxxx'",
+        "false",
+        "'idn_x'",
+        "'example@example.org'",
+        "NULL",
+        "NULL",
+        "NULL",
+        "f.data",
+        "false",
+        "false",
+        "true",
+        "false",
+        "false",
+        "false",
+        "true",
+        "true",
+        "NULL",
+        "NULL",
+        "NULL",
+        "now()",
+        "now()",
+    ];
+    let sql = clerk_sync_core::mirror::USERS_UPSERT;
+    let (head, conflict) = sql
+        .split_once("ON CONFLICT")
+        .context("USERS_UPSERT has no ON CONFLICT")?;
+    let (insert, row) = head
+        .split_once("VALUES (")
+        .context("USERS_UPSERT has no VALUES row")?;
+    let row = row
+        .trim_end()
+        .strip_suffix(')')
+        .context("USERS_UPSERT's VALUES row does not end with )")?;
+    let mut script = format!(
+        "\\set n random(1, 2000000000)\n{insert}SELECT {row}\nFROM public.bench_fixture f\nON CONFLICT{conflict};\n"
+    );
+    // Highest first, so that $1 does not match the start of $13.
+    for (i, arg) in args.iter().enumerate().rev() {
+        script = script.replace(&format!("${}", i + 1), arg);
+    }
+    if script.contains('$') {
+        bail!("USERS_UPSERT has parameters the bench does not fill: {script}");
+    }
+    Ok(script)
+}

@@ -14,6 +14,8 @@ mod memberships;
 mod organizations;
 mod users;
 
+pub use users::UPSERT as USERS_UPSERT;
+
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::event::ClerkEvent;

@@ -3,9 +3,10 @@ use sqlx::PgConnection;
 use super::{Outcome, tombstone_parent};
 use crate::event::{Tombstone, User};
 
-pub(super) async fn upsert(conn: &mut PgConnection, u: &User) -> Result<Outcome, sqlx::Error> {
-    let result = sqlx::query(
-        r#"
+/// The users upsert: `$1`–`$12` id to primary_web3_wallet_id, `$13` the raw data (its
+/// nested lists and metadata are taken from it), `$14`–`$26` banned to updated_at.
+/// Public for the benchmark, which runs this very statement under pgbench.
+pub const UPSERT: &str = r#"
         INSERT INTO clerk.users AS t (
             id, external_id, first_name, last_name, username, image_url, has_image,
             primary_email_address_id, primary_email_address, primary_phone_number_id,
@@ -59,36 +60,38 @@ pub(super) async fn upsert(conn: &mut PgConnection, u: &User) -> Result<Outcome,
             raw = excluded.raw,
             synced_at = now()
         WHERE t.updated_at IS NULL OR t.updated_at <= excluded.updated_at
-        "#,
-    )
-    .bind(&u.id)
-    .bind(&u.external_id)
-    .bind(&u.first_name)
-    .bind(&u.last_name)
-    .bind(&u.username)
-    .bind(&u.image_url)
-    .bind(u.has_image)
-    .bind(&u.primary_email_address_id)
-    .bind(&u.primary_email_address)
-    .bind(&u.primary_phone_number_id)
-    .bind(&u.primary_phone_number)
-    .bind(&u.primary_web3_wallet_id)
-    .bind(&u.raw)
-    .bind(u.banned)
-    .bind(u.locked)
-    .bind(u.password_enabled)
-    .bind(u.two_factor_enabled)
-    .bind(u.totp_enabled)
-    .bind(u.backup_code_enabled)
-    .bind(u.create_organization_enabled)
-    .bind(u.delete_self_enabled)
-    .bind(u.last_sign_in_at)
-    .bind(u.last_active_at)
-    .bind(u.legal_accepted_at)
-    .bind(u.created_at)
-    .bind(u.updated_at)
-    .execute(&mut *conn)
-    .await?;
+        "#;
+
+pub(super) async fn upsert(conn: &mut PgConnection, u: &User) -> Result<Outcome, sqlx::Error> {
+    let result = sqlx::query(UPSERT)
+        .bind(&u.id)
+        .bind(&u.external_id)
+        .bind(&u.first_name)
+        .bind(&u.last_name)
+        .bind(&u.username)
+        .bind(&u.image_url)
+        .bind(u.has_image)
+        .bind(&u.primary_email_address_id)
+        .bind(&u.primary_email_address)
+        .bind(&u.primary_phone_number_id)
+        .bind(&u.primary_phone_number)
+        .bind(&u.primary_web3_wallet_id)
+        .bind(&u.raw)
+        .bind(u.banned)
+        .bind(u.locked)
+        .bind(u.password_enabled)
+        .bind(u.two_factor_enabled)
+        .bind(u.totp_enabled)
+        .bind(u.backup_code_enabled)
+        .bind(u.create_organization_enabled)
+        .bind(u.delete_self_enabled)
+        .bind(u.last_sign_in_at)
+        .bind(u.last_active_at)
+        .bind(u.legal_accepted_at)
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .execute(&mut *conn)
+        .await?;
     Ok(Outcome::from_rows(result.rows_affected()))
 }
 
