@@ -1,11 +1,13 @@
 //! `clerk-sync-worker`: consumes the event jobs with apalis on PostgreSQL and applies them
 //! to the mirror, with real backoff between attempts, dead letters and retention.
 //!
-//! apalis gives us claiming (`FOR UPDATE SKIP LOCKED`), LISTEN/NOTIFY pickup, heartbeats and
-//! orphan rescue. Around it we add what it lacks: a delay before a failed job's next attempt
-//! (its `run_at` is moved out before apalis marks it Failed), our own attempt cap, panics
-//! as failed attempts, every error kept, a supervisor that rebuilds the apalis worker under
-//! a fresh name when the database drops it, and pruning that never touches dead letters.
+//! apalis gives us claiming (`FOR UPDATE SKIP LOCKED`), heartbeats and orphan rescue. Around
+//! it we add what it lacks: acks in the transaction that applies the event, many jobs per
+//! transaction under load (`apply`), every failure written back by us with a delay before
+//! the job's next attempt (its `run_at`), our own attempt cap, panics as failed attempts,
+//! every error kept, a wake-up on each NOTIFY (`wakeup`), a supervisor that rebuilds the
+//! apalis worker under a fresh name when the database drops it, and pruning that never
+//! touches dead letters.
 
 mod apply;
 mod backoff;
