@@ -91,58 +91,32 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
     result
 }
 
-/// apalis's own attempt cap on every job we enqueue: a backstop far above the worker's
-/// `MAX_ATTEMPTS`, which is what really dead-letters a job (the worker kills it).
-pub const JOB_MAX_ATTEMPTS: usize = 1000;
-
-/// A fresh job id (`apalis.jobs.id` is a ULID), chosen before the event row is written so
-/// that the event can name its job.
-pub fn new_job_id() -> ulid::Ulid {
-    ulid::Ulid::generate()
+/// One clean sentence for a database error, for logs, job errors and the CLI: PostgreSQL's
+/// own message (with its detail), without sqlx's prefixes.
+pub fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => {
+            let mut message = db.message().to_owned();
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                && let Some(detail) = pg.detail()
+            {
+                message.push_str(": ");
+                message.push_str(detail);
+            }
+            message
+        }
+        other => other.to_string(),
+    }
 }
 
-/// Enqueues the job for a stored event inside the caller's transaction. The insert's
-/// trigger NOTIFYs the workers when the transaction commits.
-pub async fn enqueue_event(
-    tx: &mut sqlx::PgConnection,
-    job_id: ulid::Ulid,
-    event_id: i64,
-) -> Result<(), apalis_postgres::Error> {
-    enqueue_events(tx, &[(job_id, event_id)]).await
-}
-
-/// Enqueues the jobs of many stored events in one statement.
-pub async fn enqueue_events(
-    tx: &mut sqlx::PgConnection,
-    jobs: &[(ulid::Ulid, i64)],
-) -> Result<(), apalis_postgres::Error> {
-    // apalis's NOTIFY trigger fires only when run_at <= now() (the transaction's start) and
-    // push_tasks floors run_at to whole seconds of our clock: one second back keeps the
-    // NOTIFY reliable without delaying the job.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let tasks = jobs
-        .iter()
-        .map(|(job_id, event_id)| {
-            let args = serde_json::to_vec(&crate::EventJob {
-                event_id: *event_id,
-            })
-            .expect("serialises");
-            apalis_core::task::builder::TaskBuilder::new(args)
-                .task_id(apalis_core::task::task_id::TaskId::from_ulid(*job_id))
-                .max_attempts(JOB_MAX_ATTEMPTS)
-                .run_at_timestamp(now.saturating_sub(1))
-                .build()
-        })
-        .collect();
-    apalis_postgres::queries::push_tasks(tx, crate::QUEUE, tasks).await
-}
-
-/// The versions of apalis's migrations this build applies (tests key their template on it).
-pub fn apalis_migration_versions() -> Vec<i64> {
-    apalis_postgres::PostgresStorage::migrations()
-        .iter()
-        .map(|m| m.version)
-        .collect()
+/// Whether retrying cannot help: the database refused the data itself (SQLSTATE class 22,
+/// data exception, e.g. a value of the wrong type; class 23, integrity constraint
+/// violation, e.g. a CHECK or NOT NULL). Everything else (connections, timeouts, locks,
+/// deadlocks, a missing table during an upgrade, a trigger's own exception) may pass.
+pub fn is_permanent(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code()
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }

@@ -1,30 +1,20 @@
-//! Real-shaped Clerk webhook bodies, one per event type (from Clerk's Backend SDK types).
-//! Used by `clerk-sync send-test-event` and by the tests.
+//! Real-shaped Clerk webhook bodies, one per event type (from Clerk's Backend SDK types),
+//! for `clerk-sync send-test-event`, the tests and the benchmarks. Each kind declares its
+//! own ([`crate::mirror::Kind::samples`]); the types nothing mirrors are here.
 
-macro_rules! samples {
-    ($($name:literal),* $(,)?) => {
-        /// Every event type that has a sample.
-        pub const TYPES: &[&str] = &[$($name),*];
+use crate::mirror::{self, Sample, sample};
 
-        /// The sample body for an event type.
-        pub fn get(event_type: &str) -> Option<&'static str> {
-            match event_type {
-                $($name => Some(include_str!(concat!("../samples/", $name, ".json"))),)*
-                _ => None,
-            }
-        }
-    };
+/// Samples of event types that are stored and acknowledged but not mirrored.
+pub static OTHER: &[Sample] = &[sample!("session.created")];
+
+/// The sample body for an event type.
+pub fn get(event_type: &str) -> Option<&'static str> {
+    mirror::samples()
+        .find(|s| s.event_type == event_type)
+        .map(|s| s.body)
 }
 
-samples!(
-    "user.created",
-    "user.updated",
-    "user.deleted",
-    "organization.created",
-    "organization.updated",
-    "organization.deleted",
-    "organizationMembership.created",
-    "organizationMembership.updated",
-    "organizationMembership.deleted",
-    "session.created",
-);
+/// Every event type that has a sample.
+pub fn types() -> Vec<&'static str> {
+    mirror::samples().map(|s| s.event_type).collect()
+}

@@ -43,18 +43,28 @@ pub async fn render(pool: &PgPool) -> String {
     TRANSACTIONS.render(&mut out);
     DURATION.render(&mut out);
     LAG.render(&mut out);
-    if let Ok(q) = clerk_sync_core::queue::QueueStats::read(pool).await {
-        let states: Vec<(&[(&str, &str)], f64)> = vec![
-            (&[("state", "pending")], q.pending as f64),
-            (&[("state", "running")], q.running as f64),
-            (&[("state", "done")], q.done as f64),
-            (&[("state", "dead")], q.dead as f64),
-        ];
+    if let Ok(q) = clerk_sync_core::jobs::Stats::read(pool).await {
+        let labels: Vec<[(&str, &str); 1]> = q
+            .by_state()
+            .iter()
+            .map(|(state, _)| [("state", state.as_str())])
+            .collect();
+        let states: Vec<(&[(&str, &str)], f64)> = labels
+            .iter()
+            .zip(q.by_state())
+            .map(|(l, (_, n))| (&l[..], n as f64))
+            .collect();
         gauge(
             &mut out,
             "clerk_sync_queue_jobs",
-            "Jobs in the queue by state.",
+            "Jobs in the queue by state (pending, running, retrying, done, dead).",
             &states,
+        );
+        gauge(
+            &mut out,
+            "clerk_sync_queue_skipped_jobs",
+            "Done jobs whose event type is not mirrored (stored and acknowledged).",
+            &[(&[], q.skipped as f64)],
         );
         gauge(
             &mut out,
