@@ -18,3 +18,45 @@ pub fn get(event_type: &str) -> Option<&'static str> {
 pub fn types() -> Vec<&'static str> {
     mirror::samples().map(|s| s.event_type).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every file in `samples/` (registered or not yet) is a Clerk envelope named after its
+    /// type, so a sample added for a new kind cannot be malformed or misnamed; every
+    /// registered sample has its file.
+    #[test]
+    fn every_sample_file_is_an_envelope_named_after_its_type() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let body: Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+            let event_type = body["type"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no type"));
+            assert_eq!(format!("{event_type}.json"), name);
+            assert_eq!(body["object"], "event", "{name}");
+            assert!(body["data"].is_object(), "{name}");
+            assert!(body["instance_id"].is_string(), "{name}");
+            // Milliseconds, as Clerk sends them (seconds would be a 10-digit number).
+            let ts = body["timestamp"].as_i64().unwrap();
+            assert!(
+                (1_000_000_000_000..10_000_000_000_000).contains(&ts),
+                "{name}: {ts}"
+            );
+            if let Some(updated) = body["data"]["updated_at"].as_i64() {
+                assert!(updated <= ts, "{name}: updated_at after the event");
+            }
+            seen += 1;
+        }
+        let registered = super::types();
+        assert!(seen >= registered.len());
+        for t in registered {
+            assert!(dir.join(format!("{t}.json")).exists(), "{t}");
+        }
+    }
+}
