@@ -21,7 +21,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 pg_bin() {
   local dir
-  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  dir=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   [[ -n "$dir" && -x "$dir/$1" ]] && { echo "$dir/$1"; return; }
   command -v "$1" 2>/dev/null || true
 }
