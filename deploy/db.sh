@@ -109,8 +109,11 @@ start_private() {
       run_pg "$(pg_bin initdb)" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
     fi
     log "starting the private cluster on 127.0.0.1:$port"
-    run_pg "$(pg_bin pg_ctl)" -D "$data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200" start >&2
+    if ! run_pg "$(pg_bin pg_ctl)" -D "$data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200" start >&2; then
+      tail -n 5 "$dir/server.log" | sed 's/^/    /' >&2
+      die "the private cluster did not start (log: $dir/server.log)"
+    fi
   fi
   echo "$port" >"$dir/port"
   log "using this checkout's private cluster on 127.0.0.1:$port ($dir); it keeps running" \

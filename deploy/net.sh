@@ -31,27 +31,30 @@ port_in_use() {
 # port_holder PORT -> "NAME (pid N)" of what listens on PORT, when ss or lsof can tell
 # (for another user's process they need root); nothing otherwise.
 port_holder() {
-  local out
+  local out name="" pid=""
   if command -v ss >/dev/null; then
     out=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -n1)
-    if [[ $out =~ \"([^\"]*)\",pid=([0-9]+) ]]; then
-      printf '%s (pid %s)' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
-      return
-    fi
+    [[ $out =~ \"([^\"]*)\",pid=([0-9]+) ]] && name=${BASH_REMATCH[1]} pid=${BASH_REMATCH[2]}
   fi
-  if command -v lsof >/dev/null; then
+  if [[ -z $pid ]] && command -v lsof >/dev/null; then
     out=$(lsof -nP -iTCP:"$1" -sTCP:LISTEN -Fpc 2>/dev/null | head -n2 | tr '\n' ' ')
-    if [[ $out =~ p([0-9]+)\ c([^ ]+) ]]; then
-      printf '%s (pid %s)' "${BASH_REMATCH[2]}" "${BASH_REMATCH[1]}"
-    fi
+    [[ $out =~ p([0-9]+)\ c([^ ]+) ]] && name=${BASH_REMATCH[2]} pid=${BASH_REMATCH[1]}
   fi
+  [[ -n $pid ]] || return 0
+  # Both report the kernel's 15-character command name; the executable's is whole.
+  out=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  [[ -n $out ]] && name=${out##*/}
+  printf '%s (pid %s)' "$name" "$pid"
 }
 
-# free_port_after PORT -> the first port above PORT that nothing listens on.
+# free_port_after PORT [SKIP...] -> the first port above PORT that nothing listens on and
+# that is not one of SKIP (ports promised to something else).
 free_port_after() {
   local p=$1
+  shift
   for _ in $(seq 100); do
     p=$((p + 1))
+    [[ " $* " == *" $p "* ]] && continue
     port_in_use "$p" || { printf '%s' "$p"; return 0; }
   done
   return 1
