@@ -99,11 +99,82 @@ async fn ensure_template() -> String {
         .await
         .unwrap();
     }
+    drop_leftovers(&mut conn, &name).await;
     sqlx::query("SELECT pg_advisory_unlock(726273656102)")
         .execute(&mut conn)
         .await
         .unwrap();
     name
+}
+
+/// Drops what earlier runs left on the server (called under the template lock): test
+/// databases whose process is gone (a crashed or killed run), and templates of other
+/// migration sets. Processes are this machine's, so only for a server on this machine.
+/// Nothing is forced: a database someone is connected to stays. Templates stay while
+/// another run is alive (it has test databases), as that run may be using one.
+async fn drop_leftovers(conn: &mut PgConnection, current: &str) {
+    let opts: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+    let host = opts.get_host();
+    let local = ["localhost", "127.0.0.1", "::1"].contains(&host) || host.starts_with('/');
+    if !local || !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    // With whether someone is connected: DROP would wait 5 s for them, then fail.
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        r"SELECT datname, EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)
+          FROM pg_database d
+          WHERE datname LIKE 'clerk\_sync\_tmpl\_%' OR datname LIKE 'clerk\_sync\_test\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    // /proc/PID/stat is "PID (COMM) STATE PPID ..."; COMM may hold spaces and parentheses.
+    let parent = |pid: u32| -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Some(stat.rsplit_once(") ")?.1.split(' ').nth(1)?.to_owned())
+    };
+    // Tests of this run are this process or its siblings (nextest runs one test a process).
+    let ours = parent(std::process::id());
+    let mut other_run_alive = false;
+    let mut doomed = Vec::new();
+    for (name, in_use) in &rows {
+        let Some(rest) = name.strip_prefix("clerk_sync_test_") else {
+            continue;
+        };
+        let Some(pid) = rest.split('_').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        match parent(pid) {
+            None if !in_use => doomed.push(name.clone()),
+            None => {}
+            Some(p) => other_run_alive |= pid != std::process::id() && Some(p) != ours,
+        }
+    }
+    for (name, in_use) in &rows {
+        if name.starts_with("clerk_sync_tmpl_") && name != current && !in_use && !other_run_alive {
+            doomed.push(name.clone());
+        }
+    }
+    let sql = |s: String| sqlx::query(AssertSqlSafe(s));
+    for name in doomed {
+        let template = name.starts_with("clerk_sync_tmpl_");
+        // A template cannot be dropped as such: unmark it, and mark it again if it is in use.
+        if template {
+            let _ = sql(format!("ALTER DATABASE \"{name}\" IS_TEMPLATE false"))
+                .execute(&mut *conn)
+                .await;
+        }
+        if sql(format!("DROP DATABASE IF EXISTS \"{name}\""))
+            .execute(&mut *conn)
+            .await
+            .is_err()
+            && template
+        {
+            let _ = sql(format!("ALTER DATABASE \"{name}\" IS_TEMPLATE true"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
 }
 
 /// A migrated database of its own, dropped on drop.
