@@ -6,7 +6,7 @@
 -- and name every table with its schema, so a caller cannot shadow one. EXECUTE on them is
 -- revoked from PUBLIC; deploy/sql/rls.sql grants it to the API roles.
 
--- Roles and permissions, as Clerk's role_… and permission_… objects (role.* and
+-- Roles and permissions, as Clerk's role_… and perm_… objects (role.* and
 -- permission.* events). Same shape as the other mirror tables. has_permission reads a
 -- role's current permission keys from here.
 CREATE TABLE clerk.roles (
