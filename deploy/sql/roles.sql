@@ -34,7 +34,8 @@ GRANT INSERT ON apalis.jobs TO clerk_sync_ingest;
 
 -- worker: claim and finish jobs, read stored events, write the mirror, keep errors, prune.
 GRANT USAGE ON SCHEMA clerk, clerk_sync, apalis TO clerk_sync_worker;
-GRANT SELECT, INSERT, UPDATE ON clerk.users, clerk.organizations, clerk.organization_memberships
+GRANT SELECT, INSERT, UPDATE ON clerk.users, clerk.organizations, clerk.organization_memberships,
+    clerk.roles, clerk.permissions
     TO clerk_sync_worker;
 GRANT SELECT, DELETE ON clerk_sync.webhook_events TO clerk_sync_worker;
 GRANT SELECT, INSERT, DELETE ON clerk_sync.job_errors TO clerk_sync_worker;
@@ -42,3 +43,18 @@ GRANT SELECT ON clerk_sync.dead_letters TO clerk_sync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON apalis.jobs, apalis.workers TO clerk_sync_worker;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO clerk_sync_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA clerk_sync TO clerk_sync_worker;
+
+-- Row-level security on the mirror (deploy/sql/rls.sql) filters every role but the tables'
+-- owner: the worker's own policy lets it through. Harmless while RLS is off.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['users', 'organizations', 'organization_memberships',
+                             'roles', 'permissions'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS "clerk-sync worker" ON clerk.%I', t);
+        EXECUTE format('CREATE POLICY "clerk-sync worker" ON clerk.%I FOR ALL '
+                       'TO clerk_sync_worker USING (true) WITH CHECK (true)', t);
+    END LOOP;
+END
+$$;

@@ -7,5 +7,6 @@ mod observability;
 mod operator;
 mod processes;
 mod property;
+mod rls;
 mod security;
 mod worker;
