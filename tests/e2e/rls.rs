@@ -4,15 +4,12 @@
 //! organizations and memberships arrive as signed deliveries applied by the worker; roles
 //! and permissions (whose events are not mirrored yet) are written as a sync would.
 
-use std::time::Duration;
-
 use clerk_sync_tests::{
-    TestDb, TestIngest, TestWorker,
+    TestApp,
     events::{envelope, membership_data, org_deleted, org_event, user_deleted, user_event},
-    worker::drained,
 };
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
 
 const RLS_SQL: &str = include_str!("../../deploy/sql/rls.sql");
 const ROLES_SQL: &str = include_str!("../../deploy/sql/roles.sql");
@@ -24,9 +21,7 @@ const T0: i64 = 1_760_000_000_000;
 /// PostgREST's roles. Roles are cluster-wide and tests run in parallel: a concurrent
 /// `CREATE ROLE` of the same name fails with a unique violation once the other commits.
 /// They are never dropped (other tests' databases may hold grants to them).
-async fn ensure_api_roles(pool: &PgPool) {
-    sqlx::raw_sql(
-        r#"
+const API_ROLES: &str = r#"
         DO $$
         BEGIN
             BEGIN
@@ -39,39 +34,29 @@ async fn ensure_api_roles(pool: &PgPool) {
             END;
         END
         $$;
-        "#,
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-}
+        "#;
 
 /// A database with rls.sql and the documents example applied, ingest and a worker.
 struct Stack {
-    db: TestDb,
-    ingest: TestIngest,
-    worker: TestWorker,
+    app: TestApp,
 }
 
 impl Stack {
     async fn start() -> Self {
-        let db = TestDb::new().await;
-        ensure_api_roles(&db.pool).await;
-        sqlx::raw_sql(RLS_SQL).execute(&db.pool).await.unwrap();
-        sqlx::raw_sql(DOCUMENTS_SQL)
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        let ingest = TestIngest::start(db.pool.clone()).await;
-        let worker = TestWorker::start(db.pool.clone()).await;
-        Self { db, ingest, worker }
+        let app = TestApp::builder()
+            .setup(API_ROLES)
+            .setup(RLS_SQL)
+            .setup(DOCUMENTS_SQL)
+            .start()
+            .await;
+        Self { app }
     }
 
     /// Delivers the events in this order, one at a time, each applied before the next.
     async fn deliver(&self, bodies: &[Vec<u8>]) {
         for body in bodies {
-            assert_eq!(self.ingest.post(body).await.status, 202);
-            let stats = drained(&self.db.pool, Duration::from_secs(20)).await;
+            assert_eq!(self.app.post(body).await.status, 202);
+            let stats = self.app.settle().await;
             assert_eq!(stats.dead, 0, "no event may fail: {stats:?}");
         }
     }
@@ -82,7 +67,7 @@ impl Stack {
             sqlx::query("INSERT INTO public.documents (org_id, owner_id, title) VALUES ($1, 'user_app', $2)")
                 .bind(org)
                 .bind(title)
-                .execute(&self.db.pool)
+                .execute(&self.app.db.pool)
                 .await
                 .unwrap();
         }
@@ -90,7 +75,7 @@ impl Stack {
 
     /// Titles of the documents this request reads.
     async fn titles(&self, claims: Option<Value>) -> Vec<String> {
-        let mut tx = request(&self.db.pool, claims).await;
+        let mut tx = request(&self.app.db.pool, claims).await;
         let titles = sqlx::query_scalar("SELECT title FROM public.documents ORDER BY title")
             .fetch_all(&mut *tx)
             .await
@@ -101,7 +86,7 @@ impl Stack {
 
     /// What the helpers answer for this request about `org`.
     async fn checks(&self, claims: Value, org: &str) -> Checks {
-        let mut tx = request(&self.db.pool, Some(claims)).await;
+        let mut tx = request(&self.app.db.pool, Some(claims)).await;
         let (member, member_role, admin, read, delete): (bool, bool, bool, bool, bool) =
             sqlx::query_as(
                 "SELECT clerk.is_member($1), clerk.has_role($1, 'org:member'),
@@ -123,9 +108,8 @@ impl Stack {
         }
     }
 
-    async fn stop(self) {
-        self.worker.stop().await;
-        self.ingest.stop().await;
+    async fn stop(mut self) {
+        self.app.stop_worker().await;
     }
 }
 
@@ -389,11 +373,13 @@ async fn members_read_their_organizations_documents_and_no_one_else_does() {
     ])
     .await;
     assert_eq!(
-        s.db.count(
-            "SELECT count(*) FROM clerk.organization_memberships
+        s.app
+            .db
+            .count(
+                "SELECT count(*) FROM clerk.organization_memberships
              WHERE id IN ('orgmem_dave', 'orgmem_erin') AND deleted_at IS NULL"
-        )
-        .await,
+            )
+            .await,
         2
     );
     assert!(
@@ -524,7 +510,7 @@ async fn permission_checks_follow_the_roles_and_permissions_tables() {
     .await;
     s.documents("org_a", &["a1"]).await;
     let alice = || v2("user_alice", Some("org_a"));
-    let pool = &s.db.pool;
+    let pool = &s.app.db.pool;
     let sql = |q: &'static str| async move { sqlx::raw_sql(q).execute(pool).await.unwrap() };
     let can_delete = || async {
         // The example's delete policy, with the request rolled back: the document stays.
@@ -649,7 +635,7 @@ async fn session_tokens_of_both_versions_name_the_active_organization() {
         ),
     ])
     .await;
-    let pool = &s.db.pool;
+    let pool = &s.app.db.pool;
     let org_id = |claims: Value| async move {
         let mut tx = request(pool, Some(claims)).await;
         let r: (Option<String>, Option<String>, bool) = sqlx::query_as(
@@ -786,7 +772,7 @@ async fn requests_without_claims_read_nothing_and_never_fail() {
 
     // One connection, as PostgREST keeps one: the claims of an earlier request read as ''
     // afterwards, not as NULL.
-    let mut conn: PgConnection = s.db.pool.acquire().await.unwrap().detach();
+    let mut conn: PgConnection = s.app.db.pool.acquire().await.unwrap().detach();
     let nothing: Answers = (None, None, false, false, false, vec![], 0, 0);
     assert_eq!(
         answers(&mut conn, None).await,
@@ -893,10 +879,10 @@ async fn end_users_read_fellow_members_public_profiles_and_nothing_private() {
            ('role_admin', 'org:admin', 'Admin', '{org:sys_memberships:manage}', now(), '{}', NULL),
            ('role_old', 'org:old', 'Old', '{}', now(), '{}', now())",
     )
-    .execute(&s.db.pool)
+    .execute(&s.app.db.pool)
     .await
     .unwrap();
-    let pool = &s.db.pool;
+    let pool = &s.app.db.pool;
     let ids = |sql: &'static str| async move {
         let mut tx = request(pool, Some(v2("user_alice", Some("org_a")))).await;
         let r: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut *tx).await.unwrap();
@@ -970,33 +956,18 @@ async fn end_users_read_fellow_members_public_profiles_and_nothing_private() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_least_privilege_worker_writes_the_mirror_under_row_level_security() {
-    let db = TestDb::new().await;
-    ensure_api_roles(&db.pool).await;
-    // rls.sql first, roles.sql after (the worker's policies come from either), each twice.
-    for sql in [RLS_SQL, RLS_SQL, ROLES_SQL, ROLES_SQL] {
-        sqlx::raw_sql(sql).execute(&db.pool).await.unwrap();
-    }
-    let login = format!(
-        "clerk_sync_worker_rls_{}_{:x}",
-        std::process::id(),
-        fastrand::u32(..)
-    );
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE ROLE {login} LOGIN IN ROLE clerk_sync_worker"
-    )))
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let url = db
-        .url
-        .replacen("postgres://postgres@", &format!("postgres://{login}@"), 1);
-    assert_ne!(url, db.url, "the test URL names user postgres");
-    let worker_pool = clerk_sync_core::db::connect(&url, "rls-test", 4, Default::default())
-        .await
-        .unwrap();
-
-    let ingest = TestIngest::start(db.pool.clone()).await;
-    let worker = TestWorker::start(worker_pool.clone()).await;
+    // rls.sql first, roles.sql after (the worker's policies come from either), each twice;
+    // ingest and worker connect as least-privilege logins.
+    let app = TestApp::builder()
+        .setup(API_ROLES)
+        .setup(RLS_SQL)
+        .setup(RLS_SQL)
+        .setup(ROLES_SQL)
+        .setup(ROLES_SQL)
+        .login_as("clerk_sync_ingest", "clerk_sync_worker")
+        .start()
+        .await;
+    let db = &app.db;
     for body in [
         org_event("created", "org_a", T0, "Acme"),
         user_event("created", "user_alice", T0, "Alice"),
@@ -1020,9 +991,9 @@ async fn the_least_privilege_worker_writes_the_mirror_under_row_level_security()
         ),
         user_event("updated", "user_alice", T0 + 3, "Alicia"),
     ] {
-        assert_eq!(ingest.post(&body).await.status, 202);
+        assert_eq!(app.post(&body).await.status, 202);
     }
-    let stats = drained(&db.pool, Duration::from_secs(20)).await;
+    let stats = app.settle().await;
     assert_eq!((stats.done, stats.dead), (5, 0), "{stats:?}");
     let row: (String, String) = sqlx::query_as(
         "SELECT u.first_name, m.role FROM clerk.users u
@@ -1050,14 +1021,6 @@ async fn the_least_privilege_worker_writes_the_mirror_under_row_level_security()
         .unwrap();
     assert!(member);
     drop(tx);
-
-    worker.stop().await;
-    ingest.stop().await;
-    worker_pool.close().await;
-    sqlx::query(AssertSqlSafe(format!("DROP ROLE {login}")))
-        .execute(&db.pool)
-        .await
-        .unwrap();
 }
 
 #[test]
