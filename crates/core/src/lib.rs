@@ -4,7 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod event;
-pub mod http;
+pub mod exit;
 pub mod metrics;
 pub mod mirror;
 pub mod queue;

@@ -1,4 +1,4 @@
-use clerk_sync_core::metrics::{CounterVec, HistogramVec, LATENCY_BUCKETS, gauge};
+use clerk_sync_core::metrics::{CounterVec, Exposition, HistogramVec, LATENCY_BUCKETS};
 use sqlx::PgPool;
 
 pub static JOBS: CounterVec = CounterVec::new(
@@ -34,40 +34,37 @@ pub static LAG: HistogramVec = HistogramVec::new(
     LATENCY_BUCKETS,
 );
 
-/// Counters of this process, plus the queue as the database sees it (all workers).
+/// Counters of this process, plus the queue as the database sees it (all workers); the
+/// queue gauges are left out when the database cannot be read.
 pub async fn render(pool: &PgPool) -> String {
-    let mut out = String::new();
-    JOBS.render(&mut out);
-    FAILED_ATTEMPTS.render(&mut out);
-    DEAD.render(&mut out);
-    TRANSACTIONS.render(&mut out);
-    DURATION.render(&mut out);
-    LAG.render(&mut out);
+    let mut e = Exposition::new();
+    e.counter(&JOBS)
+        .counter(&FAILED_ATTEMPTS)
+        .counter(&DEAD)
+        .counter(&TRANSACTIONS)
+        .histogram(&DURATION)
+        .histogram(&LAG);
     if let Ok(q) = clerk_sync_core::queue::QueueStats::read(pool).await {
-        let states: Vec<(&[(&str, &str)], f64)> = vec![
-            (&[("state", "pending")], q.pending as f64),
-            (&[("state", "running")], q.running as f64),
-            (&[("state", "done")], q.done as f64),
-            (&[("state", "dead")], q.dead as f64),
-        ];
-        gauge(
-            &mut out,
+        e.gauge(
             "clerk_sync_queue_jobs",
             "Jobs in the queue by state.",
-            &states,
+            &[
+                (&[("state", "pending")], q.pending),
+                (&[("state", "running")], q.running),
+                (&[("state", "done")], q.done),
+                (&[("state", "dead")], q.dead),
+            ],
         );
-        gauge(
-            &mut out,
+        e.gauge(
             "clerk_sync_queue_oldest_pending_age_seconds",
             "Age of the oldest job waiting to run (retries included).",
-            &[(&[], q.oldest_pending_age_seconds as f64)],
+            &[(&[], q.oldest_pending_age_seconds)],
         );
-        gauge(
-            &mut out,
+        e.gauge(
             "clerk_sync_events_received",
             "Raw events stored (after retention).",
-            &[(&[], q.events_received as f64)],
+            &[(&[], q.events_received)],
         );
     }
-    out
+    e.render()
 }
