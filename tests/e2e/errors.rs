@@ -430,3 +430,51 @@ async fn help_and_version_keep_clap_output() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("[1..=1000]"), "ranges are documented: {help}");
 }
+
+#[tokio::test]
+async fn the_start_up_check_passes_for_the_least_privilege_roles() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql(include_str!("../../deploy/sql/roles.sql"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut logins = Vec::new();
+    for group in ["clerk_sync_ingest", "clerk_sync_worker"] {
+        let name = format!("{group}_c{}_{:x}", std::process::id(), fastrand::u32(..));
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {name} LOGIN IN ROLE {group}"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let url = db
+            .url
+            .replacen("postgres://postgres@", &format!("postgres://{name}@"), 1);
+        assert_ne!(url, db.url, "the test URL names user postgres");
+        clerk_sync_core::db::check(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{group}: {e:#}"));
+        logins.push((name, url));
+    }
+    // A schema older than this version is "not migrated" for them too: they may read
+    // which migrations are applied.
+    sqlx::query(
+        "DELETE FROM clerk_sync._sqlx_migrations \
+         WHERE version = (SELECT max(version) FROM clerk_sync._sqlx_migrations)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    for (name, url) in &logins {
+        let err = clerk_sync_core::db::check(url).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the database is not migrated; run `clerk-sync migrate`",
+            "{name}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {name}")))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+}

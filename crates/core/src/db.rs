@@ -90,7 +90,8 @@ pub const NOT_MIGRATED: &str = "the database is not migrated; run `clerk-sync mi
 /// The start-up check of ingest, worker and the CLI's readers: the database answers and
 /// holds every migration this build knows (apalis's and ours). A newer schema is fine (a
 /// rolling upgrade migrates first). Needs no privilege beyond connecting: a role that may
-/// not read the migration history is checked by the tables it uses.
+/// not read the migration history (`deploy/sql/roles.sql` grants it) is checked only by
+/// the tables being there.
 pub async fn check(url: &str) -> anyhow::Result<()> {
     let mut conn = connect_once(url).await?;
     let result = check_migrated(&mut conn).await;
@@ -104,8 +105,10 @@ async fn check_migrated(conn: &mut PgConnection) -> anyhow::Result<()> {
                 AND to_regclass('clerk_sync.webhook_events') IS NOT NULL
                 AND to_regclass('clerk_sync._sqlx_migrations') IS NOT NULL
                 AND to_regclass('apalis._sqlx_migrations') IS NOT NULL,
-            coalesce(has_table_privilege(to_regclass('clerk_sync._sqlx_migrations'), 'SELECT'), false),
-            coalesce(has_table_privilege(to_regclass('apalis._sqlx_migrations'), 'SELECT'), false)",
+            coalesce(has_column_privilege(to_regclass('clerk_sync._sqlx_migrations'), 'version', 'SELECT')
+                 AND has_column_privilege(to_regclass('clerk_sync._sqlx_migrations'), 'success', 'SELECT'), false),
+            coalesce(has_column_privilege(to_regclass('apalis._sqlx_migrations'), 'version', 'SELECT')
+                 AND has_column_privilege(to_regclass('apalis._sqlx_migrations'), 'success', 'SELECT'), false)",
     )
     .fetch_one(&mut *conn)
     .await

@@ -25,7 +25,13 @@ pub use error::IngestError;
 
 /// Verifies Svix-signed Clerk webhooks and durably stores them as jobs.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "clerk-sync-ingest", version, about, long_about = None)]
+#[command(
+    name = "clerk-sync-ingest",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit status: 0 stopped (SIGTERM), 1 failed (database unusable at start, port in use), 2 bad setting."
+)]
 pub struct Config {
     #[command(flatten)]
     pub db: DatabaseArgs,

@@ -11,12 +11,20 @@ pub enum Stored {
     Duplicate,
 }
 
+/// Displayed as one clean sentence (see [`db::describe`]): it is logged, once, by the route.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(transparent)]
+    #[error("{}", db::describe(.0))]
     Db(#[from] sqlx::Error),
-    #[error(transparent)]
+    #[error("{}", queue_error(.0))]
     Queue(#[from] apalis_postgres::Error),
+}
+
+fn queue_error(e: &apalis_postgres::Error) -> String {
+    match e {
+        apalis_postgres::Error::Database(e) => db::describe(e),
+        other => other.to_string(),
+    }
 }
 
 pub async fn store(

@@ -36,7 +36,13 @@ pub use handler::BeforeApply;
 
 /// Applies stored Clerk events to the mirror tables, with retries and dead letters.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "clerk-sync-worker", version, about, long_about = None)]
+#[command(
+    name = "clerk-sync-worker",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit status: 0 stopped (SIGTERM), 1 failed (database unusable at start, port in use), 2 bad setting."
+)]
 pub struct Config {
     #[command(flatten)]
     pub db: DatabaseArgs,
