@@ -62,7 +62,7 @@ fn template_name() -> String {
 }
 
 fn apalis_migrations() -> Vec<i64> {
-    clerk_sync_core::db::apalis_migration_versions()
+    clerk_sync_core::jobs::apalis_migration_versions()
 }
 
 async fn ensure_template() -> String {

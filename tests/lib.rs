@@ -1,6 +1,7 @@
-//! Test support: a fresh database per test from a migrated template, signed deliveries,
-//! the ingest service on port 0, the real binaries.
+//! Test support: [`TestApp`] (a fresh database from a migrated template, ingest and worker
+//! on port 0, signed deliveries, a dead-job check at the end), and the real binaries.
 
+pub mod app;
 pub mod db;
 pub mod events;
 pub mod fake_clerk;
@@ -10,6 +11,7 @@ pub mod procs;
 pub mod signing;
 pub mod worker;
 
+pub use app::TestApp;
 pub use db::TestDb;
 pub use http::{Answer, TestIngest};
 pub use signing::Signer;

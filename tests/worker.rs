@@ -1,9 +1,9 @@
-//! The worker in-process, with test-sized timings, and helpers to wait for the queue.
+//! The worker in-process, with test-sized timings, and a helper to wait for a condition.
 
 use std::time::Duration;
 
-use clerk_sync_core::queue::QueueStats;
-use clerk_sync_worker::{Backoff, Settings, Worker};
+use clerk_sync_core::{backoff::Backoff, mirror};
+use clerk_sync_worker::{Settings, Worker, pipeline::FaultHook};
 use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -12,19 +12,16 @@ pub fn fast_settings() -> Settings {
     Settings {
         concurrency: 4,
         max_attempts: 5,
-        backoff: Backoff {
-            base: Duration::from_millis(200),
-            cap: Duration::from_secs(5),
-        },
+        backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
         poll_interval: Duration::from_millis(50),
         heartbeat_interval: Duration::from_secs(2),
         job_timeout: Duration::from_secs(10),
         retention: Duration::from_secs(7 * 24 * 3600),
         retention_interval: Duration::from_secs(3600),
         drain_timeout: Duration::from_secs(10),
-        before_apply: None,
         appliers: 2,
         apply_batch: 8,
+        mirror: mirror::Options::default(),
     }
 }
 
@@ -43,6 +40,18 @@ impl TestWorker {
         let worker = Worker::with_pool(pool, settings, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
+        Self::run(worker)
+    }
+
+    /// A worker that runs `fault` before each event is applied.
+    pub async fn start_with_fault(pool: PgPool, settings: Settings, fault: FaultHook) -> Self {
+        let worker = Worker::with_fault(pool, settings, "127.0.0.1:0".parse().unwrap(), fault)
+            .await
+            .unwrap();
+        Self::run(worker)
+    }
+
+    fn run(worker: Worker) -> Self {
         let metrics_addr = worker.metrics_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(worker.run_until(async move {
@@ -70,22 +79,6 @@ impl Drop for TestWorker {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// Waits until no job is pending or running; panics after `limit`.
-pub async fn drained(pool: &PgPool, limit: Duration) -> QueueStats {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let stats = QueueStats::read(pool).await.unwrap();
-        if stats.pending == 0 && stats.running == 0 {
-            return stats;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue not drained within {limit:?}: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

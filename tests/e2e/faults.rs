@@ -7,15 +7,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clerk_sync_core::queue::{self, QueueStats, ReplaySelection};
+use clerk_sync_core::jobs::{self, Selection};
 use clerk_sync_tests::{
-    Signer, TestDb, TestIngest, TestWorker,
+    Signer, TestApp, TestIngest,
+    app::settled,
     events::user_event,
     http::{IngestOptions, client, request},
     pg_cluster::PgCluster,
-    procs::{free_port, signal, spawn_ingest, spawn_worker, spawn_worker_with, wait_for_port},
+    procs::{free_port, signal, spawn_ingest, spawn_worker_with, wait_for_port},
     signing::Delivery,
-    worker::{drained, eventually, fast_settings},
+    worker::{eventually, fast_settings},
 };
 use futures::StreamExt as _;
 use sqlx::{Connection as _, PgConnection};
@@ -63,9 +64,9 @@ async fn assert_mirror(pool: &sqlx::PgPool, expected: &[(String, String)]) {
     );
 }
 
-async fn deliver_all(ingest: &TestIngest, bodies: &[Vec<u8>]) {
+async fn deliver_all(app: &TestApp, bodies: &[Vec<u8>]) {
     let answers: Vec<u16> = futures::stream::iter(bodies)
-        .map(|b| async move { ingest.post(b).await.status })
+        .map(|b| async move { app.post(b).await.status })
         .buffer_unordered(16)
         .collect()
         .await;
@@ -74,44 +75,40 @@ async fn deliver_all(ingest: &TestIngest, bodies: &[Vec<u8>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_three_times_while_draining_loses_nothing() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
     let (bodies, expected) = history(500, 4, 7);
-    deliver_all(&ingest, &bodies).await;
-    assert_eq!(QueueStats::read(&db.pool).await.unwrap().pending, 2000);
+    deliver_all(&app, &bodies).await;
+    assert_eq!(app.stats().await.pending, 2000);
 
     for round in 0..3 {
-        let mut worker = spawn_worker(&db.url, &format!("{}-kill{round}", db.name));
-        let before = QueueStats::read(&db.pool).await.unwrap().done;
+        let mut worker = app.spawn_worker(&format!("kill{round}"), &[]);
+        let before = app.stats().await.done;
         // Kill it mid-drain, with jobs in flight.
         eventually(
             Duration::from_secs(60),
             "the worker to make progress",
-            || async {
-                let done = QueueStats::read(&db.pool).await.unwrap().done;
-                (done >= before + 150).then_some(())
-            },
+            || async { (app.stats().await.done >= before + 150).then_some(()) },
         )
         .await;
         signal(&worker, "KILL");
         worker.wait().await.unwrap();
     }
-    let stats = QueueStats::read(&db.pool).await.unwrap();
+    let stats = app.stats().await;
     assert!(stats.done < 2000, "the kills happened mid-drain: {stats:?}");
-    let _last = spawn_worker(&db.url, &format!("{}-kill-last", db.name));
-    let stats = drained(&db.pool, Duration::from_secs(120)).await;
+    let _last = app.spawn_worker("kill-last", &[]);
+    let stats = app.settle_within(Duration::from_secs(120)).await;
     assert_eq!(
         (stats.done, stats.dead, stats.events_received),
         (2000, 0, 2000)
     );
-    assert_mirror(&db.pool, &expected).await;
+    assert_mirror(app.pool(), &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_to_ingest_under_load_loses_nothing_acknowledged() {
-    let db = TestDb::new().await;
+    let app = TestApp::builder().without_worker().start().await;
     let port = free_port();
-    let mut ingest = spawn_ingest(&db.url, port, &format!("{}-ingest", db.name), &[]);
+    let mut ingest = spawn_ingest(app.url(), port, &format!("{}-ingest", app.db.name), &[]);
     wait_for_port(port).await;
     let url = format!("http://127.0.0.1:{port}/webhooks/clerk");
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -136,7 +133,13 @@ async fn sigterm_to_ingest_under_load_loses_nothing_acknowledged() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Under load: SIGTERM once a good number of deliveries were acknowledged.
+    eventually(
+        Duration::from_secs(30),
+        "100 acknowledged deliveries",
+        || async { (acked.lock().unwrap().len() >= 100).then_some(()) },
+    )
+    .await;
     signal(&ingest, "TERM");
     let exit = tokio::time::timeout(Duration::from_secs(15), ingest.wait())
         .await
@@ -148,14 +151,14 @@ async fn sigterm_to_ingest_under_load_loses_nothing_acknowledged() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(
-        acked.len() > 50,
+        acked.len() >= 100,
         "load was applied: {} acknowledged",
         acked.len()
     );
     let stored: HashSet<String> = sqlx::query_scalar(
         "SELECT e.svix_id FROM clerk_sync.webhook_events e JOIN apalis.jobs j ON j.id = e.job_id",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(app.pool())
     .await
     .unwrap()
     .into_iter()
@@ -174,7 +177,8 @@ async fn sigterm_to_ingest_under_load_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_database_and_full_pool_give_503_quickly_then_recover() {
-    let db = TestDb::new().await;
+    let app = TestApp::builder().without_worker().start().await;
+    let db = &app.db;
     let pool = clerk_sync_core::db::connect(
         &db.url,
         "slow-test",
@@ -253,7 +257,9 @@ async fn slow_database_and_full_pool_give_503_quickly_then_recover() {
         .execute(&mut blocker)
         .await
         .unwrap();
-    let worker = TestWorker::start_with(db.pool.clone(), settings).await;
+    let mut app = app;
+    app.start_worker(settings).await;
+    let db = &app.db;
     eventually(Duration::from_secs(20), "a timed-out attempt", || async {
         let n = db
             .count("SELECT count(*) FROM clerk_sync.job_errors WHERE kind = 'timeout'")
@@ -262,53 +268,44 @@ async fn slow_database_and_full_pool_give_503_quickly_then_recover() {
     })
     .await;
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
-    let stats = drained(&db.pool, Duration::from_secs(20)).await;
+    let stats = app.settle().await;
     assert_eq!((stats.done, stats.dead), (6, 0));
     assert_eq!(
-        db.count("SELECT count(*) FROM clerk.users WHERE first_name = 'Slow'")
+        app.count("SELECT count(*) FROM clerk.users WHERE first_name = 'Slow'")
             .await,
         6
     );
-    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_duplicates_and_replays_converges_once() {
-    let db = TestDb::new().await;
-    sqlx::query("ALTER TABLE clerk.users ADD CONSTRAINT no_storm CHECK (first_name <> 'v2')")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let ingest = Arc::new(TestIngest::start(db.pool.clone()).await);
-    let (bodies, expected) = history(40, 3, 11);
-    let deliveries: Vec<Delivery> = bodies.iter().map(|b| ingest.signer.sign(b)).collect();
     let mut settings = fast_settings();
     settings.max_attempts = 2;
-    let w1 = TestWorker::start_with(db.pool.clone(), settings.clone()).await;
+    let mut app = TestApp::builder()
+        .setup("ALTER TABLE clerk.users ADD CONSTRAINT no_storm CHECK (first_name <> 'v2')")
+        .settings(settings.clone())
+        .start()
+        .await;
+    let (bodies, expected) = history(40, 3, 11);
+    let deliveries: Vec<Delivery> = bodies.iter().map(|b| app.ingest.signer.sign(b)).collect();
     for d in &deliveries {
-        assert_eq!(ingest.deliver(d).await.status, 202);
+        assert_eq!(app.deliver(d).await.status, 202);
     }
-    eventually(Duration::from_secs(30), "40 dead letters", || async {
-        let s = QueueStats::read(&db.pool).await.unwrap();
-        (s.dead == 40 && s.pending == 0 && s.running == 0).then_some(())
-    })
-    .await;
-    sqlx::query("ALTER TABLE clerk.users DROP CONSTRAINT no_storm")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let w2 = TestWorker::start_with(db.pool.clone(), settings).await;
+    let stats = app.settle_within(Duration::from_secs(30)).await;
+    assert_eq!(stats.dead, 40, "{stats:?}");
+    app.sql("ALTER TABLE clerk.users DROP CONSTRAINT no_storm")
+        .await;
+    // A second worker beside the first, while everything happens at once.
+    let _second = app.spawn_worker("storm", &[("MAX_ATTEMPTS", "2")]);
 
     // At once: every delivery again, five times over, and twenty replays of everything.
+    let app_ref = &app;
     let duplicates = futures::stream::iter((0..5).flat_map(|_| deliveries.iter()))
-        .map(|d| {
-            let ingest = ingest.clone();
-            async move { ingest.deliver(d).await.status }
-        })
+        .map(|d| async move { app_ref.deliver(d).await.status })
         .buffer_unordered(16)
         .collect::<Vec<u16>>();
     let replays = futures::future::join_all(
-        (0..20).map(|_| queue::replay(&db.pool, ReplaySelection::All { event_type: None })),
+        (0..20).map(|_| jobs::replay(app_ref.pool(), Selection::All { event_type: None })),
     );
     let (statuses, replayed) = tokio::join!(duplicates, replays);
     assert!(statuses.iter().all(|s| *s == 200), "duplicates are no-ops");
@@ -318,14 +315,13 @@ async fn a_storm_of_duplicates_and_replays_converges_once() {
         "each dead job is replayed once, however many replays race"
     );
 
-    let stats = drained(&db.pool, Duration::from_secs(30)).await;
+    let stats = app.settle_within(Duration::from_secs(30)).await;
     assert_eq!(
         (stats.done, stats.dead, stats.events_received),
         (120, 0, 120)
     );
-    assert_mirror(&db.pool, &expected).await;
-    w1.stop().await;
-    w2.stop().await;
+    assert_mirror(app.pool(), &expected).await;
+    app.stop_worker().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +388,7 @@ async fn postgres_restart_ingest_answers_503_then_recovers_and_the_worker_reconn
     let pool = clerk_sync_core::db::connect(&url, "restart-test", 2, Default::default())
         .await
         .unwrap();
-    let stats = drained(&pool, Duration::from_secs(60)).await;
+    let stats = settled(&pool, Duration::from_secs(60)).await;
     assert_eq!(
         (stats.done, stats.dead, stats.events_received),
         (150, 0, 150)

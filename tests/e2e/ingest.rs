@@ -1,8 +1,11 @@
 use std::time::{Duration, Instant};
 
-use clerk_sync_core::samples;
+use clerk_sync_core::{
+    jobs::{self, JobState},
+    samples,
+};
 use clerk_sync_tests::{
-    TestDb, TestIngest,
+    TestApp, TestDb, TestIngest,
     http::IngestOptions,
     procs::{free_port, signal, spawn_ingest, wait_for_port},
     signing::{Delivery, OTHER_SECRET, SECRET, Signer, now_secs},
@@ -33,8 +36,8 @@ async fn stored(db: &TestDb) -> (i64, i64) {
 
 #[tokio::test]
 async fn valid_delivery_stores_raw_event_and_one_job_before_answering() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let delivery = ingest.signer.sign(&sample("user.created"));
     let answer = ingest.deliver(&delivery).await;
     assert_eq!(answer.status, 202, "{answer:?}");
@@ -55,17 +58,10 @@ async fn valid_delivery_stores_raw_event_and_one_job_before_answering() {
     );
     assert_eq!(event_type, "user.created");
     assert_eq!(object_id, "user_29w83sxmDNGwOuEthce5gg56FcC");
-    let (status, job_type): (String, String) =
-        sqlx::query_as("SELECT status, job_type FROM apalis.jobs WHERE id = $1")
-            .bind(&job_id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        (status.as_str(), job_type.as_str()),
-        ("Pending", clerk_sync_core::QUEUE)
-    );
-    assert_eq!(stored(&db).await, (1, 1));
+    let job = jobs::find(&db.pool, Some(&[job_id])).await.unwrap();
+    assert_eq!(job.len(), 1, "the event's job is on our queue");
+    assert_eq!(job[0].state, JobState::Pending);
+    assert_eq!(stored(db).await, (1, 1));
 
     // The stored headers and body verify again later (replay, audit).
     let mut map = http::HeaderMap::new();
@@ -83,23 +79,22 @@ async fn valid_delivery_stores_raw_event_and_one_job_before_answering() {
 
 #[tokio::test]
 async fn duplicate_svix_id_is_a_2xx_no_op() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let delivery = ingest.signer.sign(&sample("user.updated"));
     assert_eq!(ingest.deliver(&delivery).await.status, 202);
     let again = ingest.deliver(&delivery).await;
     assert_eq!(again.status, 200, "{again:?}");
     assert!(again.body.contains("duplicate"), "{again:?}");
-    assert_eq!(stored(&db).await, (1, 1));
+    assert_eq!(stored(db).await, (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_deliveries_of_one_svix_id_store_one_event_and_one_job() {
-    let db = TestDb::new().await;
-    let ingest = std::sync::Arc::new(TestIngest::start(db.pool.clone()).await);
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let delivery = ingest.signer.sign(&sample("organization.created"));
     let answers = futures::future::join_all((0..100).map(|_| {
-        let ingest = ingest.clone();
         let delivery = delivery.clone();
         async move { ingest.deliver(&delivery).await }
     }))
@@ -112,13 +107,13 @@ async fn hundred_concurrent_deliveries_of_one_svix_id_store_one_event_and_one_jo
         "{:?}",
         answers.iter().find(|a| a.status >= 300)
     );
-    assert_eq!(stored(&db).await, (1, 1));
+    assert_eq!(stored(db).await, (1, 1));
 }
 
 #[tokio::test]
 async fn signature_from_another_secret_is_401_and_nothing_is_stored() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let d = Signer::new(OTHER_SECRET).sign(&sample("user.created"));
     let answer = ingest.deliver(&d).await;
     assert_eq!(answer.status, 401, "{answer:?}");
@@ -126,26 +121,26 @@ async fn signature_from_another_secret_is_401_and_nothing_is_stored() {
         answer.body.contains("no configured secret matches"),
         "{answer:?}"
     );
-    assert_eq!(stored(&db).await, (0, 0));
+    assert_eq!(stored(db).await, (0, 0));
 }
 
 #[tokio::test]
 async fn tampered_body_is_401() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let mut d = ingest.signer.sign(&sample("user.created"));
     let text = String::from_utf8(d.body.clone())
         .unwrap()
         .replace("Example", "Mallory");
     d.body = text.into_bytes();
     assert_eq!(ingest.deliver(&d).await.status, 401);
-    assert_eq!(stored(&db).await, (0, 0));
+    assert_eq!(stored(db).await, (0, 0));
 }
 
 #[tokio::test]
 async fn stale_and_future_timestamps_are_401() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let body = sample("user.created");
     for (offset, reason) in [
         (-301, "in the past"),
@@ -162,13 +157,13 @@ async fn stale_and_future_timestamps_are_401() {
     // Inside the window is fine.
     let d = ingest.signer.sign_at("msg_ts_ok", now_secs() - 240, &body);
     assert_eq!(ingest.deliver(&d).await.status, 202);
-    assert_eq!(stored(&db).await, (1, 1));
+    assert_eq!(stored(db).await, (1, 1));
 }
 
 #[tokio::test]
 async fn missing_or_malformed_svix_headers_are_400() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let d = ingest.signer.sign(&sample("user.created"));
     for missing in ["svix-id", "svix-timestamp", "svix-signature"] {
         let headers: Vec<_> = d
@@ -207,20 +202,20 @@ async fn missing_or_malformed_svix_headers_are_400() {
         assert_eq!(answer.status, 400, "{name}: {value:?}: {answer:?}");
         assert!(answer.body.contains(name), "{answer:?}");
     }
-    assert_eq!(stored(&db).await, (0, 0));
+    assert_eq!(stored(db).await, (0, 0));
 }
 
 #[tokio::test]
 async fn body_over_the_limit_is_413_declared_or_chunked() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start_with(
-        db.pool.clone(),
-        IngestOptions {
+    let app = TestApp::builder()
+        .without_worker()
+        .ingest(IngestOptions {
             max_body_bytes: 4096,
             ..IngestOptions::default()
-        },
-    )
-    .await;
+        })
+        .start()
+        .await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let big = format!(
         r#"{{"type":"user.updated","data":{{"pad":"{}"}}}}"#,
         "x".repeat(5000)
@@ -250,40 +245,40 @@ async fn body_over_the_limit_is_413_declared_or_chunked() {
         .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
-    assert_eq!(stored(&db).await, (0, 0));
+    assert_eq!(stored(db).await, (0, 0));
 }
 
 #[tokio::test]
 async fn oversized_headers_are_431() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let d = ingest.signer.sign(&sample("user.created"));
     let mut headers = d.headers();
     headers.push(("x-padding".into(), "p".repeat(20_000)));
     let answer = ingest.post_raw(&headers, d.body.clone()).await;
     assert_eq!(answer.status, 431, "{answer:?}");
-    assert_eq!(stored(&db).await, (0, 0));
+    assert_eq!(stored(db).await, (0, 0));
 }
 
 #[tokio::test]
 async fn unknown_event_types_are_accepted_and_stored() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     assert_eq!(ingest.post(&sample("session.created")).await.status, 202);
     let t: String = sqlx::query_scalar("SELECT event_type FROM clerk_sync.webhook_events")
         .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(t, "session.created");
-    assert_eq!(stored(&db).await, (1, 1));
+    assert_eq!(stored(db).await, (1, 1));
 }
 
 #[tokio::test]
 async fn signed_body_that_is_not_a_clerk_event_is_kept_with_its_job() {
     // The contract allows 2xx (kept, visible as a failed job) or 4xx; we keep it: it is
     // authentic, and the worker dead-letters it with the reason.
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
     for body in [
         &b"this is not json"[..],
         b"[1,2,3]",
@@ -292,7 +287,7 @@ async fn signed_body_that_is_not_a_clerk_event_is_kept_with_its_job() {
         let answer = ingest.post(body).await;
         assert_eq!(answer.status, 202, "{answer:?}");
     }
-    assert_eq!(stored(&db).await, (3, 3));
+    assert_eq!(stored(db).await, (3, 3));
     assert_eq!(
         db.count("SELECT count(*) FROM clerk_sync.webhook_events WHERE event_type IS NULL")
             .await,
@@ -308,15 +303,15 @@ async fn signed_body_that_is_not_a_clerk_event_is_kept_with_its_job() {
 
 #[tokio::test]
 async fn rotation_accepts_any_configured_secret_and_any_listed_signature() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start_with(
-        db.pool.clone(),
-        IngestOptions {
+    let app = TestApp::builder()
+        .without_worker()
+        .ingest(IngestOptions {
             secrets: format!("{SECRET}, {OTHER_SECRET}"),
             ..IngestOptions::default()
-        },
-    )
-    .await;
+        })
+        .start()
+        .await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let body = sample("user.updated");
     assert_eq!(
         ingest
@@ -338,25 +333,25 @@ async fn rotation_accepts_any_configured_secret_and_any_listed_signature() {
     let good = Signer::new(OTHER_SECRET).sign_at(&d.id, d.timestamp, &body);
     d.signature = format!("{} {}", d.signature, good.signature);
     assert_eq!(ingest.deliver(&d).await.status, 202);
-    assert_eq!(stored(&db).await, (3, 3));
+    assert_eq!(stored(db).await, (3, 3));
 }
 
 #[tokio::test]
 async fn failure_between_the_two_inserts_leaves_neither() {
-    let db = TestDb::new().await;
     // A real failure inside the transaction, after the event insert: the job insert fails.
-    sqlx::raw_sql(
-        r#"
-        CREATE FUNCTION public.refuse_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN RAISE EXCEPTION 'injected failure'; END $$;
-        CREATE TRIGGER refuse_jobs BEFORE INSERT ON apalis.jobs
-        FOR EACH ROW EXECUTE FUNCTION public.refuse_jobs();
-        "#,
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder()
+        .without_worker()
+        .setup(
+            r#"
+            CREATE FUNCTION public.refuse_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+            CREATE TRIGGER refuse_jobs BEFORE INSERT ON apalis.jobs
+            FOR EACH ROW EXECUTE FUNCTION public.refuse_jobs();
+            "#,
+        )
+        .start()
+        .await;
+    let (db, ingest) = (&app.db, &app.ingest);
     let d = ingest.signer.sign(&sample("user.created"));
     let answer = ingest.deliver(&d).await;
     assert_eq!(answer.status, 503, "{answer:?}");
@@ -364,7 +359,7 @@ async fn failure_between_the_two_inserts_leaves_neither() {
         !answer.body.contains("injected"),
         "5xx bodies leak no internals: {answer:?}"
     );
-    assert_eq!(stored(&db).await, (0, 0));
+    assert_eq!(stored(db).await, (0, 0));
 
     // Svix retries the same delivery; once the cause is gone it is stored exactly once.
     sqlx::query("DROP TRIGGER refuse_jobs ON apalis.jobs")
@@ -372,7 +367,7 @@ async fn failure_between_the_two_inserts_leaves_neither() {
         .await
         .unwrap();
     assert_eq!(ingest.deliver(&d).await.status, 202);
-    assert_eq!(stored(&db).await, (1, 1));
+    assert_eq!(stored(db).await, (1, 1));
 }
 
 #[tokio::test]
@@ -401,8 +396,8 @@ async fn unreachable_database_gives_503_within_seconds_and_readyz_says_so() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let ingest = &app.ingest;
     assert_eq!(ingest.get("/healthz").await.status, 200);
     assert_eq!(ingest.get("/readyz").await.status, 200);
     ingest.post(&sample("user.created")).await;
@@ -436,9 +431,10 @@ async fn health_readiness_and_metrics_answer() {
 
 #[tokio::test]
 async fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
-    let db = TestDb::new().await;
+    let app = TestApp::builder().without_worker().start().await;
+    let db = &app.db;
     let port = free_port();
-    let mut child = spawn_ingest(&db.url, port, &format!("{}-sigterm", db.name), &[]);
+    let mut child = spawn_ingest(app.url(), port, &format!("{}-sigterm", db.name), &[]);
     wait_for_port(port).await;
     let addr = format!("127.0.0.1:{port}");
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -468,5 +464,5 @@ async fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
         .expect("exits after draining")
         .unwrap();
     assert_eq!(exit.code(), Some(0));
-    assert_eq!(stored(&db).await, (1, 1));
+    assert_eq!(stored(db).await, (1, 1));
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clerk_sync_tests::{
-    Signer, TestDb,
+    Signer, TestApp,
     http::{client, request},
     procs::{cli, free_port, log_path, signal, spawn_ingest, spawn_worker_with, wait_for_port},
     signing::{OTHER_SECRET, SECRET},
@@ -28,7 +28,9 @@ fn json_lines(label: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_services_expose_metrics_and_log_one_json_line_per_outcome_without_secrets() {
-    let db = TestDb::new().await;
+    let app = TestApp::builder().without_worker().start().await;
+    app.expect_dead(1);
+    let db = &app.db;
     let (ingest_port, worker_port) = (free_port(), free_port());
     let (ingest_log, worker_log) = (format!("{}-ingest", db.name), format!("{}-worker", db.name));
     // Debug level everywhere: not even debug logs may show a secret.
@@ -62,10 +64,8 @@ async fn both_services_expose_metrics_and_log_one_json_line_per_outcome_without_
         .await
         .unwrap();
     eventually(Duration::from_secs(20), "both jobs to finish", || async {
-        let done = db
-            .count("SELECT count(*) FROM apalis.jobs WHERE status IN ('Done', 'Killed')")
-            .await;
-        (done == 2).then_some(())
+        let stats = app.stats().await;
+        (stats.done + stats.dead == 2).then_some(())
     })
     .await;
 

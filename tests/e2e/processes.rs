@@ -2,12 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use clerk_sync_tests::{
-    TestDb, TestIngest,
-    events::user_event,
-    procs::{signal, spawn_worker},
-    worker::eventually,
-};
+use clerk_sync_core::jobs::{self, JobState};
+use clerk_sync_tests::{TestApp, TestDb, events::user_event, procs::signal, worker::eventually};
 use sqlx::{Connection as _, PgConnection};
 
 /// Holds a row lock on a user so that a worker applying an event for it blocks mid-job.
@@ -27,11 +23,9 @@ async fn hold_user(db: &TestDb, id: &str) -> PgConnection {
     conn
 }
 
-async fn job(db: &TestDb) -> (String, Option<String>, i32) {
-    sqlx::query_as("SELECT status, lock_by, attempts FROM apalis.jobs")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
+async fn job(db: &TestDb) -> (JobState, Option<String>, i32) {
+    let job = jobs::find(&db.pool, None).await.unwrap().remove(0);
+    (job.state, job.lock_by, job.attempts)
 }
 
 async fn in_flight(db: &TestDb) -> String {
@@ -40,8 +34,7 @@ async fn in_flight(db: &TestDb) -> String {
         "a worker to claim the job",
         || async {
             match job(db).await {
-                // Claimed (Queued) or started (Running): either way this worker holds it.
-                (status, Some(by), _) if status == "Running" || status == "Queued" => Some(by),
+                (JobState::Running, Some(by), _) => Some(by),
                 _ => None,
             }
         },
@@ -51,32 +44,31 @@ async fn in_flight(db: &TestDb) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_of_a_worker_killed_mid_job_completes_on_another() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
-    let mut lock = hold_user(&db, "user_kill").await;
-    let mut a = spawn_worker(&db.url, "kill-a");
-    ingest
-        .post(&user_event(
-            "created",
-            "user_kill",
-            1_760_000_000_000,
-            "Survivor",
-        ))
-        .await;
-    let a_name = in_flight(&db).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let db = &app.db;
+    let mut lock = hold_user(db, "user_kill").await;
+    let mut a = app.spawn_worker("kill-a", &[]);
+    app.post(&user_event(
+        "created",
+        "user_kill",
+        1_760_000_000_000,
+        "Survivor",
+    ))
+    .await;
+    let a_name = in_flight(db).await;
 
     signal(&a, "KILL");
     let killed = Instant::now();
     a.wait().await.unwrap();
-    let _b = spawn_worker(&db.url, "kill-b");
+    let _b = app.spawn_worker("kill-b", &[]);
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
 
     let (by, attempts) = eventually(
         Duration::from_secs(40),
         "the job to complete on B",
         || async {
-            match job(&db).await {
-                (status, by, attempts) if status == "Done" => Some((by, attempts)),
+            match job(db).await {
+                (JobState::Done, by, attempts) => Some((by, attempts)),
                 _ => None,
             }
         },
@@ -96,7 +88,7 @@ async fn a_job_of_a_worker_killed_mid_job_completes_on_another() {
     assert_eq!(attempts, 2, "the killed attempt counts");
     let name: Option<String> =
         sqlx::query_scalar("SELECT first_name FROM clerk.users WHERE id = 'user_kill'")
-            .fetch_one(&db.pool)
+            .fetch_one(app.pool())
             .await
             .unwrap();
     assert_eq!(name.as_deref(), Some("Survivor"));
@@ -104,19 +96,18 @@ async fn a_job_of_a_worker_killed_mid_job_completes_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_claiming_finishes_in_flight_work_and_exits_zero() {
-    let db = TestDb::new().await;
-    let ingest = TestIngest::start(db.pool.clone()).await;
-    let mut lock = hold_user(&db, "user_drain").await;
-    let mut worker = spawn_worker(&db.url, "drain");
-    ingest
-        .post(&user_event(
-            "created",
-            "user_drain",
-            1_760_000_000_000,
-            "Drained",
-        ))
-        .await;
-    let name = in_flight(&db).await;
+    let app = TestApp::builder().without_worker().start().await;
+    let db = &app.db;
+    let mut lock = hold_user(db, "user_drain").await;
+    let mut worker = app.spawn_worker("drain", &[]);
+    app.post(&user_event(
+        "created",
+        "user_drain",
+        1_760_000_000_000,
+        "Drained",
+    ))
+    .await;
+    let name = in_flight(db).await;
 
     signal(&worker, "TERM");
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -125,14 +116,13 @@ async fn sigterm_stops_claiming_finishes_in_flight_work_and_exits_zero() {
         "exited with a job in flight"
     );
     // A job that arrives now is not claimed by the stopping worker.
-    ingest
-        .post(&user_event(
-            "created",
-            "user_later",
-            1_760_000_000_000,
-            "Later",
-        ))
-        .await;
+    app.post(&user_event(
+        "created",
+        "user_later",
+        1_760_000_000_000,
+        "Later",
+    ))
+    .await;
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
 
     let exit = tokio::time::timeout(Duration::from_secs(15), worker.wait())
@@ -140,18 +130,15 @@ async fn sigterm_stops_claiming_finishes_in_flight_work_and_exits_zero() {
         .expect("exits after draining")
         .unwrap();
     assert_eq!(exit.code(), Some(0));
-    let rows: Vec<(String, Option<String>, i32)> =
-        sqlx::query_as("SELECT status, lock_by, attempts FROM apalis.jobs ORDER BY id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let rows = jobs::find(app.pool(), None).await.unwrap();
     assert_eq!(
-        rows[0],
-        ("Done".to_owned(), Some(name), 1),
+        (rows[0].state, rows[0].lock_by.as_deref(), rows[0].attempts),
+        (JobState::Done, Some(name.as_str()), 1),
         "finished by the draining worker"
     );
     assert_eq!(
-        rows[1].0, "Pending",
+        rows[1].state,
+        JobState::Pending,
         "the later job waits for the next worker: {rows:?}"
     );
 }

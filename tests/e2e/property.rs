@@ -4,12 +4,8 @@
 
 use std::time::Duration;
 
-use clerk_sync_core::{event::ClerkEvent, mirror};
-use clerk_sync_tests::{
-    TestDb, TestIngest, TestWorker,
-    events::*,
-    worker::{drained, fast_settings},
-};
+use clerk_sync_core::mirror::{self, Decoded, Options};
+use clerk_sync_tests::{TestApp, TestDb, events::*};
 use futures::StreamExt as _;
 use serde_json::Value;
 
@@ -127,12 +123,8 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let expected = TestDb::new().await;
-    let actual = TestDb::new().await;
-    let ingest = TestIngest::start(actual.pool.clone()).await;
-    let workers = futures::future::join_all(
-        (0..3).map(|_| TestWorker::start_with(actual.pool.clone(), fast_settings())),
-    )
-    .await;
+    let mut app = TestApp::builder().workers(3).start().await;
+    let (actual, ingest) = (&app.db, &app.ingest);
 
     let mut deliveries_total = 0;
     for seed in first..first + seeds {
@@ -140,8 +132,13 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
         // In order, once each: the reference.
         events.sort_by_key(|e| e.time);
         for e in &events {
-            let event = ClerkEvent::decode(&e.body).unwrap();
-            mirror::apply(&expected.pool, &event).await.unwrap();
+            let Decoded::Change(change) = mirror::decode(&e.body, &Options::default()).unwrap()
+            else {
+                panic!("every event of the history is mirrored");
+            };
+            mirror::apply(&expected.pool, &change, &Options::default())
+                .await
+                .unwrap();
         }
         // Shuffled, with duplicates (Svix retries reuse the svix-id; so do we).
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
@@ -164,10 +161,10 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
             "seed {seed}: {answers:?}"
         );
     }
-    let stats = drained(&actual.pool, Duration::from_secs(120)).await;
+    let stats = app.settle_within(Duration::from_secs(120)).await;
     assert_eq!(stats.dead, 0, "{stats:?}");
 
-    let (want, got) = (snapshot(&expected).await, snapshot(&actual).await);
+    let (want, got) = (snapshot(&expected).await, snapshot(actual).await);
     let want_ids: Vec<&String> = want.iter().map(|r| &r.0).collect();
     let got_ids: Vec<&String> = got.iter().map(|r| &r.0).collect();
     assert_eq!(want_ids, got_ids, "the same objects exist");
@@ -194,7 +191,10 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
     );
 
     let lock_holders = actual
-        .count("SELECT count(DISTINCT lock_by) FROM apalis.jobs WHERE status = 'Done'")
+        .count(&format!(
+            "SELECT count(DISTINCT lock_by) FROM apalis.jobs j WHERE {}",
+            clerk_sync_core::jobs::JobState::Done.condition()
+        ))
         .await;
     println!(
         "{seeds} seeds, {deliveries_total} deliveries, {} events, {} rows, done by {lock_holders} workers",
@@ -202,7 +202,5 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
         want.len()
     );
     assert!(lock_holders >= 2, "several workers shared the work");
-    for w in workers {
-        w.stop().await;
-    }
+    app.stop_worker().await;
 }

@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use clerk_sync_cli::http;
 use clerk_sync_core::{
-    db, samples,
+    db, jobs, samples,
     webhook::{Secrets, new_msg_id},
 };
 use serde_json::{Value, json};
@@ -287,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
                     bodies.push(body_for(&user, now));
                     objects.push(user);
                     svix.push(format!("msg_seed_{i}_{}", ulid::Ulid::generate()));
-                    job_ids.push(db::new_job_id());
+                    job_ids.push(jobs::new_job_id());
                 }
                 let job_texts: Vec<String> = job_ids.iter().map(ToString::to_string).collect();
                 let mut tx = pool.begin().await?;
@@ -309,7 +309,7 @@ async fn main() -> anyhow::Result<()> {
                     .into_iter()
                     .map(|(id, job): (i64, String)| (job.parse().expect("a ULID we made"), id))
                     .collect();
-                db::enqueue_events(&mut tx, &jobs).await?;
+                jobs::enqueue(&mut tx, &jobs).await?;
                 tx.commit().await?;
                 done += n;
             }
@@ -446,58 +446,25 @@ VALUES ('j' || :client_id || '_' || :n || '_' || txid_current(), 'clerk-sync' ||
 COMMIT;
 "#;
 
-/// The worker's users upsert (`mirror::USERS_UPSERT`, the same text) for a new user each
-/// time: its parameters become pgbench expressions and its `VALUES` row a `SELECT` from the
-/// fixture table, so the raw data is read once per statement, as the worker binds it once.
+/// The worker's users upsert (the statement `mirror::Kind::upsert_sql` builds, the same
+/// text) for one new user each time: its array parameters become one-element arrays of
+/// pgbench expressions, the object read from the fixture table.
 fn upsert_script() -> anyhow::Result<String> {
+    let users = clerk_sync_core::mirror::Kind::by_name("users").context("no users kind")?;
     let args = [
-        "'user_pgb_' || :n",
-        "NULL",
-        "'Example'",
-        "NULL",
-        "NULL",
-        "'https://img.clerk.com/xxxxxx'",
-        "false",
-        "'idn_x'",
-        "'example@example.org'",
-        "NULL",
-        "NULL",
-        "NULL",
-        "f.data",
-        "false",
-        "false",
+        "ARRAY['user_pgb_' || :n]",
+        "ARRAY[(SELECT data FROM public.bench_fixture)]",
+        "ARRAY[now()]",
+        "ARRAY[now()]",
+        "ARRAY[false]",
         "true",
-        "false",
-        "false",
-        "false",
-        "true",
-        "true",
-        "NULL",
-        "NULL",
-        "NULL",
-        "now()",
-        "now()",
     ];
-    let sql = clerk_sync_core::mirror::USERS_UPSERT;
-    let (head, conflict) = sql
-        .split_once("ON CONFLICT")
-        .context("USERS_UPSERT has no ON CONFLICT")?;
-    let (insert, row) = head
-        .split_once("VALUES (")
-        .context("USERS_UPSERT has no VALUES row")?;
-    let row = row
-        .trim_end()
-        .strip_suffix(')')
-        .context("USERS_UPSERT's VALUES row does not end with )")?;
-    let mut script = format!(
-        "\\set n random(1, 2000000000)\n{insert}SELECT {row}\nFROM public.bench_fixture f\nON CONFLICT{conflict};\n"
-    );
-    // Highest first, so that $1 does not match the start of $13.
+    let mut script = format!("\\set n random(1, 2000000000)\n{};\n", users.upsert_sql());
     for (i, arg) in args.iter().enumerate().rev() {
         script = script.replace(&format!("${}", i + 1), arg);
     }
     if script.contains('$') {
-        bail!("USERS_UPSERT has parameters the bench does not fill: {script}");
+        bail!("the users upsert has parameters the bench does not fill: {script}");
     }
     Ok(script)
 }

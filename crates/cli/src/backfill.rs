@@ -7,15 +7,12 @@ use std::{collections::HashSet, io::IsTerminal as _, io::Write as _, time::Insta
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use clap::{Args, ValueEnum};
-use clerk_sync_core::{
-    event::{Change, ClerkEvent, Membership, MirrorObject, Organization, Tombstone, User},
-    mirror::{self, Outcome},
-};
+use clap::Args;
+use clerk_sync_core::mirror::{self, Change, Kind, Outcome};
 use futures::StreamExt as _;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::{
@@ -84,91 +81,9 @@ fn api_url(value: &str) -> Result<String, String> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    Users,
-    Organizations,
-    Memberships,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Users => "users",
-            Self::Organizations => "organizations",
-            Self::Memberships => "memberships",
-        }
-    }
-
-    /// The mirror table (a fixed name: safe to put in SQL text).
-    fn table(self) -> &'static str {
-        match self {
-            Self::Users => "clerk.users",
-            Self::Organizations => "clerk.organizations",
-            Self::Memberships => "clerk.organization_memberships",
-        }
-    }
-
-    fn list_path(self) -> &'static str {
-        match self {
-            Self::Users => "/v1/users",
-            Self::Organizations => "/v1/organizations",
-            Self::Memberships => "/v1/organization_memberships",
-        }
-    }
-
-    fn decode(self, data: &Value) -> anyhow::Result<(String, DateTime<Utc>, ClerkEvent)> {
-        Ok(match self {
-            Self::Users => {
-                let u = User::from_data(data)?;
-                (
-                    u.id.clone(),
-                    u.updated_at,
-                    ClerkEvent::User(Change::Upsert(u)),
-                )
-            }
-            Self::Organizations => {
-                let o = Organization::from_data(data)?;
-                (
-                    o.id.clone(),
-                    o.updated_at,
-                    ClerkEvent::Organization(Change::Upsert(o)),
-                )
-            }
-            Self::Memberships => {
-                let m = Membership::from_data(data)?;
-                (
-                    m.id.clone(),
-                    m.updated_at,
-                    ClerkEvent::Membership(Change::Upsert(m)),
-                )
-            }
-        })
-    }
-
-    fn tombstone(self, id: String, version: DateTime<Utc>) -> ClerkEvent {
-        let raw = json!({"deleted": true, "id": id, "object": self.name(), "pruned_by": "clerk-sync backfill"});
-        match self {
-            Self::Users => ClerkEvent::User(Change::Delete(Tombstone {
-                id,
-                version,
-                last: None,
-                raw,
-            })),
-            Self::Organizations => ClerkEvent::Organization(Change::Delete(Tombstone {
-                id,
-                version,
-                last: None,
-                raw,
-            })),
-            Self::Memberships => ClerkEvent::Membership(Change::Delete(Tombstone {
-                id,
-                version,
-                last: None,
-                raw,
-            })),
-        }
-    }
+fn listing(kind: &Kind) -> mirror::Listing {
+    kind.listing
+        .expect("backfill only takes kinds with a listing")
 }
 
 /// A stored run: when its listing started, where it got to, when it ended, its counts.
@@ -189,14 +104,22 @@ pub struct Counts {
 /// A stored row's data version (None: a tombstone without data), if the row exists.
 async fn stored_version(
     pool: &PgPool,
-    kind: Kind,
+    kind: &Kind,
     id: &str,
 ) -> Result<Option<Option<DateTime<Utc>>>, sqlx::Error> {
-    let sql = format!("SELECT updated_at FROM {} WHERE id = $1", kind.table());
+    let sql = format!("SELECT updated_at FROM {} WHERE id = $1", kind.table);
     sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(pool)
         .await
+}
+
+/// Why a listed object was not applied.
+enum Listed {
+    /// Not a valid Clerk object: counted and skipped.
+    Invalid(clerk_sync_core::event::MalformedEvent),
+    /// The database failed: the run stops (and resumes from its checkpoint).
+    Database(sqlx::Error),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -208,15 +131,9 @@ enum Effect {
 }
 
 /// Applies (or, dry, predicts) one listed object under the ordering rule.
-async fn apply_one(
-    pool: &PgPool,
-    event: &ClerkEvent,
-    kind: Kind,
-    id: &str,
-    version: DateTime<Utc>,
-    dry_run: bool,
-) -> Result<Effect, sqlx::Error> {
-    let before = stored_version(pool, kind, id).await?;
+async fn apply_one(pool: &PgPool, change: &Change, dry_run: bool) -> Result<Effect, sqlx::Error> {
+    let version = change.version;
+    let before = stored_version(pool, change.kind, &change.id).await?;
     let predicted = match before {
         None => Effect::Inserted,
         Some(Some(v)) if v == version => Effect::Unchanged,
@@ -226,11 +143,13 @@ async fn apply_one(
     if dry_run || matches!(predicted, Effect::Unchanged | Effect::Older) {
         return Ok(predicted);
     }
-    Ok(match mirror::apply(pool, event).await? {
-        Outcome::Applied => predicted,
-        // A webhook got there first while we were looking.
-        Outcome::Stale | Outcome::Skipped => Effect::Older,
-    })
+    Ok(
+        match mirror::apply(pool, change, &mirror::Options::default()).await? {
+            Outcome::Applied => predicted,
+            // A webhook got there first while we were looking.
+            Outcome::Stale | Outcome::Skipped => Effect::Older,
+        },
+    )
 }
 
 struct Progress {
@@ -272,18 +191,23 @@ impl Progress {
     }
 }
 
-pub async fn run(pool: &PgPool, args: &BackfillArgs) -> anyhow::Result<Vec<(Kind, Counts)>> {
-    let mut kinds: Vec<Kind> = [
-        (args.users, Kind::Users),
-        (args.organizations, Kind::Organizations),
-        (args.memberships, Kind::Memberships),
+pub async fn run(
+    pool: &PgPool,
+    args: &BackfillArgs,
+) -> anyhow::Result<Vec<(&'static Kind, Counts)>> {
+    let chosen: Vec<&str> = [
+        (args.users, "users"),
+        (args.organizations, "organizations"),
+        (args.memberships, "memberships"),
     ]
     .into_iter()
     .filter_map(|(on, k)| on.then_some(k))
     .collect();
-    if kinds.is_empty() {
-        kinds = vec![Kind::Users, Kind::Organizations, Kind::Memberships];
-    }
+    let kinds: Vec<&'static Kind> = mirror::KINDS
+        .iter()
+        .copied()
+        .filter(|k| k.listing.is_some() && (chosen.is_empty() || chosen.contains(&k.name)))
+        .collect();
     let mut api = ClerkApi::new(
         &args.clerk_api_url,
         args.clerk_secret_key.clone(),
@@ -295,7 +219,7 @@ pub async fn run(pool: &PgPool, args: &BackfillArgs) -> anyhow::Result<Vec<(Kind
     for kind in kinds {
         let counts = backfill_kind(pool, &mut api, kind, args)
             .await
-            .with_context(|| format!("backfilling {} (run again to resume)", kind.name()))?;
+            .with_context(|| format!("backfilling {} (run again to resume)", kind.name))?;
         results.push((kind, counts));
     }
     eprintln!(
@@ -308,10 +232,10 @@ pub async fn run(pool: &PgPool, args: &BackfillArgs) -> anyhow::Result<Vec<(Kind
 async fn backfill_kind(
     pool: &PgPool,
     api: &mut ClerkApi,
-    kind: Kind,
+    kind: &'static Kind,
     args: &BackfillArgs,
 ) -> anyhow::Result<Counts> {
-    let name = kind.name();
+    let name = kind.name;
     // Where to start: a fresh listing, or the checkpoint of an interrupted one.
     let (started_at, mut offset, mut counts) = if args.dry_run {
         (Utc::now(), 0i64, Counts::default())
@@ -351,9 +275,9 @@ async fn backfill_kind(
             }
         }
     };
-    let total = match kind {
-        Kind::Users => api.count("/v1/users/count").await,
-        _ => None,
+    let total = match listing(kind).count {
+        Some(path) => api.count(path).await,
+        None => None,
     };
     let mut progress = Progress {
         kind: name,
@@ -366,41 +290,45 @@ async fn backfill_kind(
     let mut last_total = None;
     loop {
         let page = api
-            .page(kind.list_path(), usize::from(args.page_size), offset)
+            .page(listing(kind).path, usize::from(args.page_size), offset)
             .await?;
         last_total = page.total_count.or(last_total);
         if progress.total.is_none() {
             progress.total = page.total_count;
         }
-        let effects: Vec<(Option<String>, Result<Effect, String>)> =
+        let effects: Vec<Result<(String, Effect), Listed>> =
             futures::stream::iter(page.items.iter())
                 .map(|item| async move {
-                    match kind.decode(item) {
-                        Ok((id, version, event)) => {
-                            let r = apply_one(pool, &event, kind, &id, version, args.dry_run).await;
-                            (Some(id), r.map_err(|e| format!("database: {e}")))
-                        }
-                        Err(e) => (None, Err(format!("invalid object: {e}"))),
-                    }
+                    let change = Change::listed(kind, item.clone()).map_err(Listed::Invalid)?;
+                    let effect = apply_one(pool, &change, args.dry_run)
+                        .await
+                        .map_err(Listed::Database)?;
+                    Ok((change.id, effect))
                 })
-                .buffer_unordered(args.concurrency.max(1))
+                .buffer_unordered(args.concurrency)
                 .collect()
                 .await;
         let mut ids = Vec::with_capacity(effects.len());
-        for (id, effect) in effects {
+        for effect in effects {
             counts.listed += 1;
             match effect {
-                Ok(Effect::Inserted) => counts.inserted += 1,
-                Ok(Effect::Updated) => counts.updated += 1,
-                Ok(Effect::Unchanged) => counts.unchanged += 1,
-                Ok(Effect::Older) => counts.older += 1,
-                Err(e) if e.starts_with("database") => anyhow::bail!(e),
-                Err(e) => {
+                Ok((id, effect)) => {
+                    match effect {
+                        Effect::Inserted => counts.inserted += 1,
+                        Effect::Updated => counts.updated += 1,
+                        Effect::Unchanged => counts.unchanged += 1,
+                        Effect::Older => counts.older += 1,
+                    }
+                    ids.push(id);
+                }
+                Err(Listed::Database(e)) => {
+                    anyhow::bail!("database: {}", clerk_sync_core::db::describe(&e))
+                }
+                Err(Listed::Invalid(e)) => {
                     counts.invalid += 1;
-                    tracing::warn!(kind = name, "skipping {e}");
+                    tracing::warn!(kind = name, "skipping an invalid object: {e}");
                 }
             }
-            ids.extend(id);
         }
         offset += page.items.len() as i64;
         if args.dry_run {
@@ -461,7 +389,7 @@ async fn backfill_kind(
 async fn prune(
     pool: &PgPool,
     api: &mut ClerkApi,
-    kind: Kind,
+    kind: &'static Kind,
     started_at: DateTime<Utc>,
     seen_in_memory: &HashSet<String>,
     listed: u64,
@@ -471,10 +399,10 @@ async fn prune(
     let sql = format!(
         "SELECT id FROM {} t WHERE deleted_at IS NULL AND version <= $2 AND NOT EXISTS \
          (SELECT 1 FROM clerk_sync.backfill_seen s WHERE s.kind = $1 AND s.id = t.id) ORDER BY id",
-        kind.table()
+        kind.table
     );
     let candidates: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
-        .bind(kind.name())
+        .bind(kind.name)
         .bind(started_at)
         .fetch_all(pool)
         .await?;
@@ -482,38 +410,43 @@ async fn prune(
         .into_iter()
         .filter(|id| !seen_in_memory.contains(id))
         .collect();
-    if kind == Kind::Memberships && total.is_some_and(|t| t as u64 != listed) {
-        // Offset paging shifts when memberships change during the listing; without a
-        // per-membership lookup we cannot confirm absence, so we do not guess.
-        eprintln!("memberships: listing saw {listed} of {total:?}; not pruning (run again)");
+    let listing = listing(kind);
+    if !listing.lookup && total.is_some_and(|t| t as u64 != listed) {
+        // Offset paging shifts when objects change during the listing; without a lookup
+        // by id we cannot confirm absence, so we do not guess.
+        eprintln!(
+            "{}: listing saw {listed} of {total:?}; not pruning (run again)",
+            kind.name
+        );
         return Ok(0);
     }
     let mut pruned = 0;
     for id in candidates {
-        // Offset paging can skip an object when others are deleted mid-listing: confirm.
-        // Users and organizations have a lookup by id; memberships do not.
-        let path = (kind != Kind::Memberships).then(|| format!("{}/{id}", kind.list_path()));
+        // Offset paging can skip an object when others are deleted mid-listing: confirm
+        // where the API has a lookup by id.
+        let path = listing.lookup.then(|| format!("{}/{id}", listing.path));
         if let Some(path) = path
             && let Lookup::Found(data) = api.lookup(&path).await?
         {
             // Still in Clerk: the listing skipped it; apply it instead.
-            if let (false, Ok((_, _, event))) = (dry_run, kind.decode(&data)) {
-                mirror::apply(pool, &event).await?;
+            if let (false, Ok(change)) = (dry_run, Change::listed(kind, data)) {
+                mirror::apply(pool, &change, &mirror::Options::default()).await?;
             }
             continue;
         }
         if dry_run {
-            println!("would prune {} {id}", kind.name());
+            println!("would prune {} {id}", kind.name);
         } else {
-            mirror::apply(pool, &kind.tombstone(id.clone(), started_at)).await?;
-            tracing::info!(kind = kind.name(), object.id = %id, "pruned: absent from Clerk");
+            let tombstone = Change::pruned(kind, &id, started_at);
+            mirror::apply(pool, &tombstone, &mirror::Options::default()).await?;
+            tracing::info!(kind = kind.name, object.id = %id, "pruned: absent from Clerk");
         }
         pruned += 1;
     }
     Ok(pruned)
 }
 
-pub fn summary(results: &[(Kind, Counts)], dry_run: bool) -> String {
+pub fn summary(results: &[(&Kind, Counts)], dry_run: bool) -> String {
     let mut t = Table::new(&[
         "KIND",
         "LISTED",
@@ -526,7 +459,7 @@ pub fn summary(results: &[(Kind, Counts)], dry_run: bool) -> String {
     ]);
     for (kind, c) in results {
         t.row(vec![
-            kind.name().into(),
+            kind.name.into(),
             c.listed.to_string(),
             c.inserted.to_string(),
             c.updated.to_string(),

@@ -14,7 +14,7 @@ use clerk_sync_core::{
     config::DatabaseArgs,
     db,
     exit::Validate,
-    queue::{self, QueueStats, ReplaySelection},
+    jobs::{self, Selection, Stats},
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -45,8 +45,9 @@ pub enum Command {
     Status {
         #[command(flatten)]
         db: DatabaseArgs,
-        /// One JSON document: {"jobs": {"pending", "running", "done", "dead"},
-        /// "oldest_pending_age_seconds", "events_received"}.
+        /// One JSON document: {"jobs": {"pending", "running", "retrying", "done", "dead",
+        /// "skipped"}, "oldest_pending_age_seconds", "events_received"} (skipped: of the done
+        /// jobs, those whose event type is not mirrored).
         #[arg(long)]
         json: bool,
     },
@@ -139,28 +140,29 @@ impl Cli {
                 println!("migrations applied");
             }
             Command::Status { db, json } => {
-                let s = QueueStats::read(&pool(&db).await?).await?;
+                let s = Stats::read(&pool(&db).await?).await?;
                 if json {
+                    let mut jobs: serde_json::Map<String, serde_json::Value> = s
+                        .by_state()
+                        .iter()
+                        .map(|(state, n)| (state.as_str().to_owned(), (*n).into()))
+                        .collect();
+                    jobs.insert("skipped".into(), s.skipped.into());
                     let doc = serde_json::json!({
-                        "jobs": {
-                            "pending": s.pending,
-                            "running": s.running,
-                            "done": s.done,
-                            "dead": s.dead,
-                        },
+                        "jobs": jobs,
                         "oldest_pending_age_seconds": s.oldest_pending_age_seconds,
                         "events_received": s.events_received,
                     });
                     println!("{doc}");
                 } else {
                     let mut t = Table::new(&["STATE", "JOBS"]);
-                    for (state, n) in [
-                        ("pending", s.pending),
-                        ("running", s.running),
-                        ("done", s.done),
-                        ("dead", s.dead),
-                    ] {
-                        t.row(vec![state.into(), n.to_string()]);
+                    for (state, n) in s.by_state() {
+                        let n = if state == jobs::JobState::Done && s.skipped > 0 {
+                            format!("{n} ({} skipped: not mirrored)", s.skipped)
+                        } else {
+                            n.to_string()
+                        };
+                        t.row(vec![state.as_str().into(), n]);
                     }
                     print!("{}", t.render());
                     println!("oldest pending: {}s", s.oldest_pending_age_seconds);
@@ -174,7 +176,7 @@ impl Cli {
                 limit,
             } => {
                 let rows =
-                    queue::dead_letters(&pool(&db).await?, event_type.as_deref(), limit).await?;
+                    jobs::dead_letters(&pool(&db).await?, event_type.as_deref(), limit).await?;
                 if json {
                     println!("{}", serde_json::to_string(&rows)?);
                 } else if rows.is_empty() {
@@ -215,13 +217,13 @@ impl Cli {
                 event_type,
             } => {
                 let selection = if all {
-                    ReplaySelection::All {
+                    Selection::All {
                         event_type: event_type.as_deref(),
                     }
                 } else {
-                    ReplaySelection::Ids(&ids)
+                    Selection::Ids(&ids)
                 };
-                let replayed = queue::replay(&pool(&db).await?, selection).await?;
+                let replayed = jobs::replay(&pool(&db).await?, selection).await?;
                 println!("replayed {} job(s)", replayed.len());
                 if !all && replayed.len() < ids.len() {
                     let missing: Vec<&String> =
@@ -243,7 +245,7 @@ impl Cli {
                 if json {
                     let doc: serde_json::Map<String, serde_json::Value> = results
                         .iter()
-                        .map(|(k, c)| (format!("{k:?}").to_lowercase(), serde_json::json!(c)))
+                        .map(|(k, c)| (k.name.to_owned(), serde_json::json!(c)))
                         .collect();
                     println!("{}", serde_json::Value::Object(doc));
                 } else {

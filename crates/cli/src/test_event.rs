@@ -5,6 +5,7 @@ use std::{path::Path, process::ExitCode};
 
 use anyhow::Context as _;
 use clerk_sync_core::{
+    mirror::Kind,
     samples,
     webhook::{Secrets, new_msg_id},
 };
@@ -13,11 +14,12 @@ use serde_json::{Value, json};
 
 use crate::http;
 
+/// A fresh id with Clerk's prefix (`user_`, `org_`, ...).
 fn fresh_id(prefix: &str) -> String {
     let tail: String = std::iter::repeat_with(fastrand::alphanumeric)
         .take(27)
         .collect();
-    format!("{prefix}_{tail}")
+    format!("{prefix}{tail}")
 }
 
 /// The sample for `event_type` (or `data`), with fresh ids and timestamps of now.
@@ -29,7 +31,7 @@ pub fn build(event_type: &str, data: Option<Value>, now_ms: i64) -> anyhow::Resu
         (None, Some(_)) => serde_json::from_str(samples::get("user.created").expect("sample"))?,
         (None, None) => anyhow::bail!(
             "no sample for {event_type}: use one of {} or pass --data FILE",
-            samples::TYPES.join(", ")
+            samples::types().join(", ")
         ),
     };
     event["type"] = json!(event_type);
@@ -39,25 +41,25 @@ pub fn build(event_type: &str, data: Option<Value>, now_ms: i64) -> anyhow::Resu
         return Ok(event);
     }
     let d = &mut event["data"];
-    let prefix = match event_type.split('.').next().unwrap_or_default() {
-        "user" => "user",
-        "organization" => "org",
-        "organizationMembership" => "orgmem",
-        "session" => "sess",
-        other => other,
-    };
-    d["id"] = json!(fresh_id(prefix));
+    let object = event_type.split('.').next().unwrap_or_default();
+    let kind = Kind::by_object(object);
+    // The sample's own id says its prefix where no kind does (types we do not mirror).
+    let prefix = kind.map(|k| k.id_prefix.to_owned()).unwrap_or_else(|| {
+        let id = d["id"].as_str().unwrap_or_default();
+        id.split_once('_')
+            .map_or("obj_".into(), |(p, _)| format!("{p}_"))
+    });
+    d["id"] = json!(fresh_id(&prefix));
     for field in ["created_at", "updated_at"] {
         if d.get(field).is_some() {
             d[field] = json!(now_ms);
         }
     }
-    if prefix == "orgmem" {
-        d["organization"]["id"] = json!(fresh_id("org"));
-        d["public_user_data"]["user_id"] = json!(fresh_id("user"));
-    }
-    if prefix == "sess" {
-        d["user_id"] = json!(fresh_id("user"));
+    for parent in kind.map_or(&[][..], |k| k.parents) {
+        let parent_kind = Kind::by_name(parent.kind).expect("parents are registered kinds");
+        if let Some(slot) = d.pointer_mut(parent.pointer) {
+            *slot = json!(fresh_id(parent_kind.id_prefix));
+        }
     }
     Ok(event)
 }
@@ -103,7 +105,7 @@ mod tests {
 
     #[test]
     fn every_sample_gets_fresh_ids_and_now() {
-        for t in samples::TYPES {
+        for t in &samples::types() {
             let a = build(t, None, 1_800_000_000_000).unwrap();
             let b = build(t, None, 1_800_000_000_000).unwrap();
             assert_eq!(a["type"], *t);

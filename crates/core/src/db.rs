@@ -125,7 +125,7 @@ async fn check_migrated(conn: &mut PgConnection) -> anyhow::Result<()> {
         (
             theirs,
             "apalis._sqlx_migrations",
-            apalis_migration_versions(),
+            crate::jobs::apalis_migration_versions(),
         ),
     ];
     for (readable, table, known) in history {
@@ -147,7 +147,7 @@ async fn check_migrated(conn: &mut PgConnection) -> anyhow::Result<()> {
 
 fn schema_error(e: sqlx::Error) -> anyhow::Error {
     match describe(&e) {
-        line if line == NOT_MIGRATED => anyhow::anyhow!(line),
+        line if line.starts_with("the database is not migrated") => anyhow::anyhow!(line),
         line => anyhow::anyhow!("checking the schema: {line}"),
     }
 }
@@ -160,13 +160,17 @@ fn our_migration_versions() -> Vec<i64> {
         .collect()
 }
 
-/// One clean sentence for a database error, for operators: PostgreSQL's message and detail
-/// without sqlx's prefixes or the server's source line; a connection failure by its cause
-/// (`connection refused`, `unknown host …`); a missing schema as "not migrated".
+/// One clean sentence for a database error, for logs, job errors and the CLI: PostgreSQL's
+/// message and detail without sqlx's prefixes or the server's source line; a connection
+/// failure by its cause (`connection refused`, `unknown host`); a missing table or schema
+/// of ours as "not migrated" (with PostgreSQL's message).
 pub fn describe(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
-            Some(pg) if is_missing_schema(pg) => NOT_MIGRATED.to_owned(),
+            Some(pg) if is_missing_schema(pg) => format!(
+                "the database is not migrated ({}); run `clerk-sync migrate`",
+                pg.message()
+            ),
             Some(pg) => match pg.detail() {
                 Some(detail) => format!("{}: {detail}", pg.message()),
                 None => pg.message().to_owned(),
@@ -258,58 +262,14 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
     result
 }
 
-/// apalis's own attempt cap on every job we enqueue: a backstop far above the worker's
-/// `MAX_ATTEMPTS`, which is what really dead-letters a job (the worker kills it).
-pub const JOB_MAX_ATTEMPTS: usize = 1000;
-
-/// A fresh job id (`apalis.jobs.id` is a ULID), chosen before the event row is written so
-/// that the event can name its job.
-pub fn new_job_id() -> ulid::Ulid {
-    ulid::Ulid::generate()
-}
-
-/// Enqueues the job for a stored event inside the caller's transaction. The insert's
-/// trigger NOTIFYs the workers when the transaction commits.
-pub async fn enqueue_event(
-    tx: &mut sqlx::PgConnection,
-    job_id: ulid::Ulid,
-    event_id: i64,
-) -> Result<(), apalis_postgres::Error> {
-    enqueue_events(tx, &[(job_id, event_id)]).await
-}
-
-/// Enqueues the jobs of many stored events in one statement.
-pub async fn enqueue_events(
-    tx: &mut sqlx::PgConnection,
-    jobs: &[(ulid::Ulid, i64)],
-) -> Result<(), apalis_postgres::Error> {
-    // apalis's NOTIFY trigger fires only when run_at <= now() (the transaction's start) and
-    // push_tasks floors run_at to whole seconds of our clock: one second back keeps the
-    // NOTIFY reliable without delaying the job.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let tasks = jobs
-        .iter()
-        .map(|(job_id, event_id)| {
-            let args = serde_json::to_vec(&crate::EventJob {
-                event_id: *event_id,
-            })
-            .expect("serialises");
-            apalis_core::task::builder::TaskBuilder::new(args)
-                .task_id(apalis_core::task::task_id::TaskId::from_ulid(*job_id))
-                .max_attempts(JOB_MAX_ATTEMPTS)
-                .run_at_timestamp(now.saturating_sub(1))
-                .build()
-        })
-        .collect();
-    apalis_postgres::queries::push_tasks(tx, crate::QUEUE, tasks).await
-}
-
-/// The versions of apalis's migrations this build applies (tests key their template on it).
-pub fn apalis_migration_versions() -> Vec<i64> {
-    apalis_postgres::PostgresStorage::migrations()
-        .iter()
-        .map(|m| m.version)
-        .collect()
+/// Whether retrying cannot help: the database refused the data itself (SQLSTATE class 22,
+/// data exception, e.g. a value of the wrong type; class 23, integrity constraint
+/// violation, e.g. a CHECK or NOT NULL). Everything else (connections, timeouts, locks,
+/// deadlocks, a missing table during an upgrade, a trigger's own exception) may pass.
+pub fn is_permanent(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code()
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }

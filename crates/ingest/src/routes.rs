@@ -30,10 +30,8 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
     let result = handle(&state, request).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let response = match result {
-        Ok(Accepted {
-            outcome,
-            event_type,
-        }) => {
+        Ok(Accepted { stored, event_type }) => {
+            let outcome = stored.as_str();
             metrics::STORED.inc(&[outcome, &event_type]);
             tracing::info!(
                 svix.id = svix_id.as_deref(),
@@ -42,10 +40,9 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
                 duration_ms,
                 "delivery accepted"
             );
-            let status = if outcome == "stored" {
-                StatusCode::ACCEPTED
-            } else {
-                StatusCode::OK
+            let status = match stored {
+                Stored::New { .. } => StatusCode::ACCEPTED,
+                Stored::Duplicate => StatusCode::OK,
             };
             (
                 status,
@@ -82,7 +79,7 @@ pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Re
 }
 
 struct Accepted {
-    outcome: &'static str,
+    stored: Stored,
     event_type: String,
 }
 
@@ -118,14 +115,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestEr
         .await
         .map_err(|e| {
             // Logged here, once; the sender only learns that it should retry.
-            tracing::error!(svix.id = %event.headers.id, error = %e, "storing the event failed");
+            tracing::error!(
+                svix.id = %event.headers.id,
+                error = %clerk_sync_core::db::describe(&e),
+                "storing the event failed"
+            );
             IngestError::Unavailable
         })?;
     Ok(Accepted {
-        outcome: match stored {
-            Stored::New { .. } => "stored",
-            Stored::Duplicate => "duplicate",
-        },
+        stored,
         event_type: summary.event_type.unwrap_or_else(|| "(unparsed)".into()),
     })
 }

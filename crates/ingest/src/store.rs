@@ -1,29 +1,26 @@
 //! The one transaction: the raw event, then its job. A duplicate `svix-id` stores nothing.
 
-use clerk_sync_core::{db, event::Summary};
+use clerk_sync_core::{event::Summary, jobs};
 use sqlx::PgPool;
 
 use crate::verify::Verified;
 
+/// What storing a verified delivery did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
+    /// The event and its job are committed.
     New { event_id: i64 },
+    /// The svix-id was stored before: nothing written.
     Duplicate,
 }
 
-/// Displayed as one clean sentence (see [`db::describe`]): it is logged, once, by the route.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{}", db::describe(.0))]
-    Db(#[from] sqlx::Error),
-    #[error("{}", queue_error(.0))]
-    Queue(#[from] apalis_postgres::Error),
-}
-
-fn queue_error(e: &apalis_postgres::Error) -> String {
-    match e {
-        apalis_postgres::Error::Database(e) => db::describe(e),
-        other => other.to_string(),
+impl Stored {
+    /// The answer's `status` and the metrics' `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New { .. } => "stored",
+            Self::Duplicate => "duplicate",
+        }
     }
 }
 
@@ -31,13 +28,13 @@ pub async fn store(
     pool: &PgPool,
     event: &Verified,
     summary: &Summary,
-) -> Result<Stored, StoreError> {
+) -> Result<Stored, sqlx::Error> {
     let headers = serde_json::json!({
         "svix-id": event.headers.id,
         "svix-timestamp": event.headers.timestamp.to_string(),
         "svix-signature": event.headers.signature,
     });
-    let job_id = db::new_job_id();
+    let job_id = jobs::new_job_id();
     let mut tx = pool.begin().await?;
     // ON CONFLICT waits for a concurrent insert of the same svix-id to commit or roll back,
     // so of many simultaneous deliveries exactly one stores the event and its job.
@@ -63,7 +60,7 @@ pub async fn store(
         tx.rollback().await?;
         return Ok(Stored::Duplicate);
     };
-    db::enqueue_event(&mut tx, job_id, event_id).await?;
+    jobs::enqueue(&mut tx, &[(job_id, event_id)]).await?;
     tx.commit().await?;
     Ok(Stored::New { event_id })
 }

@@ -1,39 +1,37 @@
 //! `clerk-sync-worker`: consumes the event jobs with apalis on PostgreSQL and applies them
-//! to the mirror, with real backoff between attempts, dead letters and retention.
+//! to the mirror. This file is the wiring; each part has its own file:
 //!
-//! apalis gives us claiming (`FOR UPDATE SKIP LOCKED`), heartbeats and orphan rescue. Around
-//! it we add what it lacks: acks in the transaction that applies the event, many jobs per
-//! transaction under load (`apply`), every failure written back by us with a delay before
-//! the job's next attempt (its `run_at`), our own attempt cap, panics as failed attempts,
-//! every error kept, a wake-up on each NOTIFY (`wakeup`), a supervisor that rebuilds the
-//! apalis worker under a fresh name when the database drops it, and pruning that never
-//! touches dead letters.
+//! - [`pipeline`]: what happens to a claimed job, top to bottom (group commit, the ack in
+//!   the transaction that applies the event, failures written back with backoff, dead
+//!   letters), and the one place that writes a job's outcome;
+//! - `handler`: the apalis handler that hands each claimed job to the pipeline;
+//! - `supervisor`: the apalis worker that claims (and heartbeats, and rescues the jobs of
+//!   dead workers), rebuilt under a fresh name when the database drops it;
+//! - `wakeup`: claiming on every NOTIFY of a new job, and on a timer;
+//! - `retention`: pruning that never touches dead letters;
+//! - `server` and `metrics`: `/metrics` and `/healthz` on `METRICS_ADDR`.
 
-mod apply;
-mod backoff;
-pub mod handler;
+mod handler;
 pub mod metrics;
-pub mod retention;
+pub mod pipeline;
+mod retention;
+mod server;
+mod supervisor;
 mod wakeup;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
-use apalis::prelude::{WorkerBuilder, WorkerBuilderExt as _};
-use apalis_core::backend::ext::poll_strategy::PollWith;
-use apalis_postgres::{PostgresStorage, Pubsub};
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use clap::Parser;
 use clerk_sync_core::{
-    QUEUE,
+    backoff::Backoff,
     config::{DatabaseArgs, LogArgs},
+    mirror,
 };
 use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::watch};
 
-pub use backoff::Backoff;
-pub use handler::BeforeApply;
-
+use crate::pipeline::Pipeline;
 /// Applies stored Clerk events to the mirror tables, with retries and dead letters.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -69,7 +67,7 @@ pub struct Config {
     /// [1..=1000].
     #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 10,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
-              .range(1..=clerk_sync_core::db::JOB_MAX_ATTEMPTS as u64))]
+              .range(1..=clerk_sync_core::jobs::JOB_MAX_ATTEMPTS as u64))]
     pub max_attempts: usize,
 
     /// Backoff base: attempt n waits about base × 2^(n-1), with jitter, up to the cap
@@ -105,6 +103,11 @@ pub struct Config {
     #[arg(long, env = "RETENTION_HOURS", default_value_t = 168,
           value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub retention_hours: u64,
+
+    /// Keep a deleted user's data (names, emails, phones, metadata, image, raw) in its
+    /// tombstone. By default it is erased, and older events never bring it back.
+    #[arg(long, env = "KEEP_DELETED_USER_DATA")]
+    pub keep_deleted_user_data: bool,
 
     /// Serves `/metrics` and `/healthz`.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091")]
@@ -143,10 +146,10 @@ impl clerk_sync_core::exit::Validate for Config {
 }
 
 /// Everything the worker runs with, apart from the pool.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub concurrency: usize,
-    pub max_attempts: usize,
+    pub max_attempts: u32,
     pub backoff: Backoff,
     pub poll_interval: Duration,
     pub heartbeat_interval: Duration,
@@ -156,11 +159,10 @@ pub struct Settings {
     /// How long SIGTERM waits for in-flight jobs before giving up on them (they are then
     /// rescued as orphans by another worker).
     pub drain_timeout: Duration,
-    /// Runs before each event is applied: a seam for fault-injection tests (panics).
-    pub before_apply: Option<BeforeApply>,
     /// Transactions applying jobs at once, and the most jobs one of them takes.
     pub appliers: usize,
     pub apply_batch: usize,
+    pub mirror: mirror::Options,
 }
 
 impl Settings {
@@ -169,20 +171,35 @@ impl Settings {
     pub fn from_config(c: &Config) -> Self {
         Self {
             concurrency: c.worker_concurrency,
-            max_attempts: c.max_attempts,
-            backoff: Backoff {
-                base: Duration::from_millis(c.retry_base_delay_ms),
-                cap: Duration::from_millis(c.retry_max_delay_ms),
-            },
+            // At most JOB_MAX_ATTEMPTS (1000): the value parser's range.
+            max_attempts: c.max_attempts as u32,
+            backoff: Backoff::new(
+                Duration::from_millis(c.retry_base_delay_ms),
+                Duration::from_millis(c.retry_max_delay_ms),
+            ),
             poll_interval: Duration::from_millis(c.poll_interval_ms),
             heartbeat_interval: Duration::from_secs(c.heartbeat_interval_secs),
             job_timeout: Duration::from_millis(c.job_timeout_ms),
             retention: Duration::from_secs(c.retention_hours * 3600),
             retention_interval: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
-            before_apply: None,
             appliers: c.apply_transactions,
             apply_batch: c.apply_batch,
+            mirror: mirror::Options {
+                erase_personal_data: !c.keep_deleted_user_data,
+                ..mirror::Options::default()
+            },
+        }
+    }
+
+    fn pipeline(&self) -> pipeline::Options {
+        pipeline::Options {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            job_timeout: self.job_timeout,
+            appliers: self.appliers,
+            batch: self.apply_batch,
+            mirror: self.mirror.clone(),
         }
     }
 }
@@ -190,6 +207,7 @@ impl Settings {
 pub struct Worker {
     pool: PgPool,
     settings: Settings,
+    pipeline: Pipeline,
     metrics: TcpListener,
 }
 
@@ -223,12 +241,35 @@ impl Worker {
         settings: Settings,
         metrics_addr: SocketAddr,
     ) -> anyhow::Result<Self> {
+        let pipeline = Pipeline::start(pool.clone(), settings.pipeline());
+        Self::assemble(pool, settings, pipeline, metrics_addr).await
+    }
+
+    /// A worker whose pipeline runs `fault` before each event is applied (tests only).
+    #[cfg(feature = "fault-injection")]
+    pub async fn with_fault(
+        pool: PgPool,
+        settings: Settings,
+        metrics_addr: SocketAddr,
+        fault: pipeline::FaultHook,
+    ) -> anyhow::Result<Self> {
+        let pipeline = Pipeline::with_fault(pool.clone(), settings.pipeline(), fault);
+        Self::assemble(pool, settings, pipeline, metrics_addr).await
+    }
+
+    async fn assemble(
+        pool: PgPool,
+        settings: Settings,
+        pipeline: Pipeline,
+        metrics_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let metrics = TcpListener::bind(metrics_addr)
             .await
             .with_context(|| format!("METRICS_ADDR: cannot listen on {metrics_addr}"))?;
         Ok(Self {
             pool,
             settings,
+            pipeline,
             metrics,
         })
     }
@@ -243,24 +284,21 @@ impl Worker {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let metrics = tokio::spawn(serve_metrics(
-            self.metrics,
+        let server = tokio::spawn(server::serve(self.metrics, self.pool.clone(), stop.clone()));
+        let retention = tokio::spawn(retention::run(
             self.pool.clone(),
-            stop_rx.clone(),
+            self.settings.retention,
+            self.settings.retention_interval,
+            stop.clone(),
         ));
-        let retention = tokio::spawn(retention_loop(
-            self.pool.clone(),
-            self.settings.clone(),
-            stop_rx.clone(),
-        ));
-        supervise(self.pool, self.settings, stop_rx).await;
+        supervisor::run(self.pool, self.settings, self.pipeline, stop).await;
         retention.abort();
-        let _ = metrics.await;
+        let _ = server.await;
         tracing::info!("clerk-sync-worker stopped");
         Ok(())
     }
@@ -268,147 +306,4 @@ impl Worker {
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Runs the apalis worker; when the database drops it (apalis ends a worker on any backend
-/// error), builds a new one under a fresh name after a short backoff. Jobs the old one had
-/// claimed are rescued by the heartbeat timeout.
-async fn supervise(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>) {
-    let appliers = apply::Appliers::start(
-        pool.clone(),
-        settings.before_apply.clone(),
-        settings.appliers,
-        settings.apply_batch,
-    );
-    let shared = Arc::new(handler::Shared {
-        pool: pool.clone(),
-        appliers,
-        max_attempts: settings.max_attempts,
-        backoff: settings.backoff,
-        job_timeout: settings.job_timeout,
-    });
-    let mut restarts: u32 = 0;
-    while !*stop.borrow() {
-        let name = format!(
-            "clerk-sync-worker-{}-{}",
-            std::process::id(),
-            ulid::Ulid::generate()
-        );
-        let config = apalis_postgres::Config::default()
-            .queue(QUEUE)
-            .batch_size(settings.concurrency)
-            .heartbeat_interval(settings.heartbeat_interval)
-            .missed_heartbeats(3)
-            // get_jobs already claims the rows (Queued, lock_by = this worker); apalis's
-            // extra per-task "Running" write would cost a commit per job before it starts.
-            .lock_tasks(false)
-            // apalis would ack each job in its own transaction, one at a time, between two
-            // fetches; the handler acks in the transaction that applies the event instead
-            // (and writes failures back itself), so the backend only claims.
-            .persist_results(false);
-        let backend = PostgresStorage::<serde_json::Value>::new(&pool).with_config(config);
-        let backend = PollWith::new(
-            backend,
-            wakeup::Wakeups::new(
-                {
-                    let pool = pool.clone();
-                    move || Pubsub::new(pool.clone(), QUEUE.to_owned())
-                },
-                settings.poll_interval,
-            ),
-        );
-        let worker = WorkerBuilder::new(name.as_str())
-            .backend(backend)
-            .data(shared.clone())
-            .concurrency(settings.concurrency)
-            .build(handler::handle);
-        tracing::info!(worker.name = %name, "claiming jobs");
-        let started = tokio::time::Instant::now();
-        let signal = {
-            let stop = stop.clone();
-            async move {
-                stopped(stop).await;
-                Ok::<(), std::io::Error>(())
-            }
-        };
-        let drain_limit = {
-            let stop = stop.clone();
-            let drain = settings.drain_timeout;
-            async move {
-                stopped(stop).await;
-                tokio::time::sleep(drain).await;
-            }
-        };
-        let result = tokio::select! {
-            result = worker.run_until(signal) => result,
-            () = drain_limit => {
-                tracing::warn!("in-flight jobs did not finish within the drain timeout; they will be rescued");
-                return;
-            }
-        };
-        if *stop.borrow() {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "worker ended with an error while stopping");
-            }
-            return;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            restarts = 0;
-        }
-        restarts += 1;
-        let wait =
-            Duration::from_millis(500 * 2u64.pow(restarts.min(6))).min(Duration::from_secs(30));
-        match result {
-            Ok(()) => tracing::warn!(
-                retry_in_ms = wait.as_millis() as u64,
-                "worker ended; restarting"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "worker failed; restarting")
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = stopped(stop.clone()) => return,
-        }
-    }
-}
-
-async fn retention_loop(pool: PgPool, settings: Settings, stop: watch::Receiver<bool>) {
-    loop {
-        match retention::prune(&pool, settings.retention).await {
-            Ok(p) if p != retention::Pruned::default() => tracing::info!(
-                jobs = p.jobs,
-                events = p.events,
-                errors = p.errors,
-                workers = p.workers,
-                "pruned past retention"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(settings.retention_interval) => {}
-            () = stopped(stop.clone()) => return,
-        }
-    }
-}
-
-async fn serve_metrics(listener: TcpListener, pool: PgPool, stop: watch::Receiver<bool>) {
-    async fn render(State(pool): State<PgPool>) -> impl IntoResponse {
-        (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            metrics::render(&pool).await,
-        )
-    }
-    let app = Router::new()
-        .route("/metrics", get(render))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(pool);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped(stop))
-        .await
-    {
-        tracing::warn!(error = %e, "metrics server stopped");
-    }
 }

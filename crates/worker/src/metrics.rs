@@ -44,16 +44,26 @@ pub async fn render(pool: &PgPool) -> String {
         .counter(&TRANSACTIONS)
         .histogram(&DURATION)
         .histogram(&LAG);
-    if let Ok(q) = clerk_sync_core::queue::QueueStats::read(pool).await {
+    if let Ok(q) = clerk_sync_core::jobs::Stats::read(pool).await {
+        let labels: Vec<[(&str, &str); 1]> = q
+            .by_state()
+            .iter()
+            .map(|(state, _)| [("state", state.as_str())])
+            .collect();
+        let states: Vec<(&[(&str, &str)], i64)> = labels
+            .iter()
+            .zip(q.by_state())
+            .map(|(l, (_, n))| (&l[..], n))
+            .collect();
         e.gauge(
             "clerk_sync_queue_jobs",
-            "Jobs in the queue by state.",
-            &[
-                (&[("state", "pending")], q.pending),
-                (&[("state", "running")], q.running),
-                (&[("state", "done")], q.done),
-                (&[("state", "dead")], q.dead),
-            ],
+            "Jobs in the queue by state (pending, running, retrying, done, dead).",
+            &states,
+        );
+        e.gauge(
+            "clerk_sync_queue_skipped_jobs",
+            "Done jobs whose event type is not mirrored (stored and acknowledged).",
+            &[(&[], q.skipped)],
         );
         e.gauge(
             "clerk_sync_queue_oldest_pending_age_seconds",

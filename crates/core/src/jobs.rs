@@ -1,0 +1,639 @@
+//! The job queue. Every statement on apalis's job table (`apalis.jobs`), on our attempt log
+//! (`clerk_sync.job_errors`) and on the wake-up channel lives in this file; nothing else
+//! names apalis's state strings.
+//!
+//! apalis (its `PostgresStorage` backend in the worker) claims jobs with `apalis.get_jobs`
+//! (redefined by migration `20261129090000_claim_by_primary_key.sql`), heartbeats, and
+//! re-enqueues the jobs of a worker that stopped heartbeating. Everything else a job goes
+//! through is here: enqueue, ack, failure with backoff, dead-lettering, replay, stats and
+//! pruning.
+//!
+//! Our lifecycle over apalis's states:
+//!
+//! | [`JobState`] | `apalis.jobs.status`                                          |
+//! |--------------|---------------------------------------------------------------|
+//! | pending      | `Pending` (new, replayed, or re-enqueued from a dead worker)  |
+//! | running      | `Queued` (claimed by a worker), `Running`                     |
+//! | retrying     | `Failed` with attempts left: waits for `run_at`               |
+//! | done         | `Done`                                                        |
+//! | dead         | `Killed`, or `Failed` with no attempts left                   |
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+/// The apalis queue (`apalis.jobs.job_type`) that carries one job per stored event.
+pub const QUEUE: &str = "clerk-sync:event";
+
+/// apalis's own attempt cap on every job we enqueue: a backstop far above the worker's
+/// `MAX_ATTEMPTS`, which is what really dead-letters a job. A failed attempt writes the
+/// worker's cap into the row, so a job that has failed shows the cap that applies to it.
+pub const JOB_MAX_ATTEMPTS: i32 = 1000;
+
+/// A job's arguments: a reference to the stored raw event, never a second copy of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventJob {
+    pub event_id: i64,
+}
+
+/// Where a job is in its life. See the module docs for apalis's states behind each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Running,
+    Retrying,
+    Done,
+    Dead,
+}
+
+impl JobState {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Running,
+        Self::Retrying,
+        Self::Done,
+        Self::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Done => "done",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// The SQL condition, over `apalis.jobs` aliased `j`, that holds for jobs in this state.
+    pub fn condition(self) -> &'static str {
+        match self {
+            Self::Pending => "j.status = 'Pending'",
+            Self::Running => "j.status IN ('Queued', 'Running')",
+            Self::Retrying => "(j.status = 'Failed' AND j.attempts < j.max_attempts)",
+            Self::Done => "j.status = 'Done'",
+            Self::Dead => {
+                "(j.status = 'Killed' OR (j.status = 'Failed' AND j.attempts >= j.max_attempts))"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an attempt failed (`clerk_sync.job_errors.kind`), and so what happens next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// Worth trying again later: the database was unreachable, a lock timed out, ...
+    Transient,
+    /// Retrying the same event cannot help (malformed, refused by a constraint): dead at once.
+    Permanent,
+    /// The attempt cap was reached: dead.
+    Exhausted,
+    /// The attempt panicked: a bug, tried again like a transient failure.
+    Panic,
+    /// The attempt outlived its time limit: tried again like a transient failure.
+    Timeout,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Exhausted => "exhausted",
+            Self::Panic => "panic",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// Whether a failure of this kind is tried again (until the attempt cap).
+    pub fn retries(self) -> bool {
+        matches!(self, Self::Transient | Self::Panic | Self::Timeout)
+    }
+}
+
+/// A worker's claim on a job: it names the claim, not only the job, so that a write made
+/// for one claim never lands on a later one (after a rescue, or a retry of an attempt that
+/// outlived its time limit). Claiming leaves `attempts` at the count before this attempt;
+/// a recorded failure or a rescue raises it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub job_id: String,
+    /// This attempt's number, 1-based.
+    pub attempt: i32,
+    /// The apalis worker holding the claim.
+    pub worker: String,
+}
+
+/// A fresh job id (`apalis.jobs.id` is a ULID), chosen before the event row is written so
+/// that the event can name its job.
+pub fn new_job_id() -> ulid::Ulid {
+    ulid::Ulid::generate()
+}
+
+/// Enqueues the jobs of stored events (job id, event id) inside the caller's transaction,
+/// in one statement. apalis's insert trigger wakes the workers when the transaction commits.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    jobs: &[(ulid::Ulid, i64)],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<String> = jobs.iter().map(|(id, _)| id.to_string()).collect();
+    let events: Vec<i64> = jobs.iter().map(|(_, event)| *event).collect();
+    sqlx::query(
+        r#"
+        INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+        SELECT j.id, $3, convert_to(json_build_object('event_id', j.event_id)::text, 'UTF8'),
+               'Pending', 0, $4, now(), 0
+        FROM unnest($1::text[], $2::int8[]) AS j(id, event_id)
+        "#,
+    )
+    .bind(&ids)
+    .bind(&events)
+    .bind(QUEUE)
+    .bind(JOB_MAX_ATTEMPTS)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks claimed jobs done inside the transaction that applied their events, so the acks
+/// commit with the mirror writes or not at all. `outcomes[i]` (`applied`, `stale`,
+/// `skipped`) is kept as the job's result. Each ack lands only under the claim it was made
+/// for; returns the ids that were acked.
+pub async fn ack(
+    tx: &mut Transaction<'_, Postgres>,
+    claims: &[&Claim],
+    outcomes: &[&str],
+) -> Result<Vec<String>, sqlx::Error> {
+    let ids: Vec<&str> = claims.iter().map(|c| c.job_id.as_str()).collect();
+    let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
+    let workers: Vec<&str> = claims.iter().map(|c| c.worker.as_str()).collect();
+    // `IS NOT DISTINCT FROM` is `=` here (a worker name is never NULL) but not indexable:
+    // a generic plan would otherwise walk the lock_by index over every job this worker ever
+    // finished (BENCHMARKS.md, "how it got there").
+    sqlx::query_scalar(
+        r#"
+        UPDATE apalis.jobs j
+        SET status = 'Done', attempts = a.attempt, done_at = now(),
+            last_result = jsonb_build_object('Ok', a.outcome)
+        FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[])
+             AS a(id, attempt, worker, outcome)
+        WHERE j.id = a.id
+          AND j.lock_by IS NOT DISTINCT FROM a.worker
+          AND j.attempts = a.attempt - 1
+          AND j.status IN ('Queued', 'Running')
+        RETURNING j.id
+        "#,
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&workers)
+    .bind(outcomes)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// What happens to a job after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Tried again after `after`; `max_attempts` is the cap that applies to it.
+    Retry { after: Duration, max_attempts: i32 },
+    /// Dead-lettered: kept with its errors until an operator replays or discards it.
+    Dead,
+}
+
+/// Writes a failed attempt back: its error kept in `clerk_sync.job_errors`, and the job
+/// retrying with its next attempt moved out (apalis would otherwise fetch it again at once),
+/// or dead. Only while the job is still under this claim and unfinished: if a commit whose
+/// answer was lost did land, the job stays done, and nothing is written. Returns whether it
+/// landed.
+pub async fn fail(
+    pool: &PgPool,
+    claim: &Claim,
+    kind: FailureKind,
+    error: &str,
+    next: Next,
+) -> Result<bool, sqlx::Error> {
+    let (retry_in, max_attempts) = match next {
+        Next::Retry {
+            after,
+            max_attempts,
+        } => (Some(after.as_secs_f64()), Some(max_attempts)),
+        Next::Dead => (None, None),
+    };
+    let written = sqlx::query(
+        r#"
+        WITH job AS (
+            UPDATE apalis.jobs j
+            SET status = CASE WHEN $5::float8 IS NULL THEN 'Killed' ELSE 'Failed' END,
+                attempts = $2,
+                max_attempts = COALESCE($7, j.max_attempts),
+                last_result = jsonb_build_object('Err', $4::text),
+                done_at = now(),
+                run_at = COALESCE(now() + make_interval(secs => $5::float8), j.run_at)
+            WHERE j.id = $1 AND j.lock_by IS NOT DISTINCT FROM $6 AND j.attempts = $2 - 1
+              AND j.status IN ('Queued', 'Running')
+            RETURNING j.id
+        )
+        INSERT INTO clerk_sync.job_errors (job_id, attempt, kind, error)
+        SELECT id, $2, $3, $4 FROM job
+        "#,
+    )
+    .bind(&claim.job_id)
+    .bind(claim.attempt)
+    .bind(kind.as_str())
+    .bind(error)
+    .bind(retry_in)
+    .bind(&claim.worker)
+    .bind(max_attempts)
+    .execute(pool)
+    .await?;
+    Ok(written.rows_affected() == 1)
+}
+
+/// The queue as operators see it: jobs by state, the oldest pending job's age, events stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub pending: i64,
+    pub running: i64,
+    pub retrying: i64,
+    pub done: i64,
+    /// Of the done jobs, those whose event type is not mirrored (stored and acknowledged).
+    pub skipped: i64,
+    pub dead: i64,
+    /// Age of the oldest job that is due and waiting to run (pending or retrying).
+    pub oldest_pending_age_seconds: i64,
+    pub events_received: i64,
+}
+
+impl Stats {
+    pub async fn read(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let row: (i64, i64, i64, i64, i64, i64, i64, i64) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                r#"
+            SELECT
+                count(*) FILTER (WHERE {pending}),
+                count(*) FILTER (WHERE {running}),
+                count(*) FILTER (WHERE {retrying}),
+                count(*) FILTER (WHERE {done}),
+                count(*) FILTER (WHERE {done} AND j.last_result->>'Ok' = 'skipped'),
+                count(*) FILTER (WHERE {dead}),
+                COALESCE(extract(epoch FROM now() - min(j.run_at) FILTER (
+                    WHERE ({pending} OR {retrying}) AND j.run_at <= now()))::int8, 0),
+                (SELECT count(*) FROM clerk_sync.webhook_events)
+            FROM apalis.jobs j
+            WHERE j.job_type = $1
+            "#,
+                pending = JobState::Pending.condition(),
+                running = JobState::Running.condition(),
+                retrying = JobState::Retrying.condition(),
+                done = JobState::Done.condition(),
+                dead = JobState::Dead.condition(),
+            )))
+            .bind(QUEUE)
+            .fetch_one(pool)
+            .await?;
+        Ok(Self {
+            pending: row.0,
+            running: row.1,
+            retrying: row.2,
+            done: row.3,
+            skipped: row.4,
+            dead: row.5,
+            oldest_pending_age_seconds: row.6.max(0),
+            events_received: row.7,
+        })
+    }
+
+    pub fn by_state(&self) -> [(JobState, i64); 5] {
+        [
+            (JobState::Pending, self.pending),
+            (JobState::Running, self.running),
+            (JobState::Retrying, self.retrying),
+            (JobState::Done, self.done),
+            (JobState::Dead, self.dead),
+        ]
+    }
+
+    /// Nothing left to run now or later: no job pending, running or retrying.
+    pub fn settled(&self) -> bool {
+        self.pending == 0 && self.running == 0 && self.retrying == 0
+    }
+}
+
+/// One job as the queue holds it, in our vocabulary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub state: JobState,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// When it runs next (pending, retrying) or last ran.
+    pub run_at: DateTime<Utc>,
+    /// The worker holding or last holding it.
+    pub lock_by: Option<String>,
+    pub done_at: Option<DateTime<Utc>>,
+    /// apalis's last result: `{"Ok": "applied"}`, `{"Err": "..."}`.
+    pub last_result: Option<serde_json::Value>,
+}
+
+impl Job {
+    /// The SQL expression of our state name, over `apalis.jobs` aliased `j`.
+    fn state_sql() -> String {
+        let mut case = String::from("CASE");
+        for state in JobState::ALL {
+            case.push_str(&format!(
+                " WHEN {} THEN '{}'",
+                state.condition(),
+                state.as_str()
+            ));
+        }
+        case + " END"
+    }
+
+    fn from_row(row: JobRow) -> Self {
+        let state = JobState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == row.state)
+            .expect("the CHECK on status admits only states we map");
+        Self {
+            id: row.id,
+            state,
+            attempts: row.attempts,
+            max_attempts: row.max_attempts,
+            run_at: row.run_at,
+            lock_by: row.lock_by,
+            done_at: row.done_at,
+            last_result: row.last_result,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    state: String,
+    attempts: i32,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    lock_by: Option<String>,
+    done_at: Option<DateTime<Utc>>,
+    last_result: Option<serde_json::Value>,
+}
+
+/// The jobs with these ids (all of the queue's when `ids` is None), ordered by id.
+pub async fn find(pool: &PgPool, ids: Option<&[String]>) -> Result<Vec<Job>, sqlx::Error> {
+    let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT j.id, {} AS state, j.attempts, j.max_attempts, j.run_at, j.lock_by, j.done_at, \
+                j.last_result \
+         FROM apalis.jobs j WHERE j.job_type = $1 AND ($2::text[] IS NULL OR j.id = ANY($2)) \
+         ORDER BY j.id",
+        Job::state_sql()
+    )))
+    .bind(QUEUE)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Job::from_row).collect())
+}
+
+/// One row of `clerk_sync.dead_letters`.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub job_id: String,
+    pub svix_id: Option<String>,
+    pub event_type: Option<String>,
+    pub object_id: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub first_failed_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+pub async fn dead_letters(
+    pool: &PgPool,
+    event_type: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT job_id, svix_id, event_type, object_id, attempts, last_error, first_failed_at, failed_at
+        FROM clerk_sync.dead_letters
+        WHERE $1::text IS NULL OR event_type = $1
+        ORDER BY failed_at DESC NULLS LAST, job_id
+        LIMIT $2
+        "#,
+    )
+    .bind(event_type)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Which dead jobs to put back.
+#[derive(Debug, Clone)]
+pub enum Selection<'a> {
+    Ids(&'a [String]),
+    All { event_type: Option<&'a str> },
+}
+
+/// Puts dead jobs back in the queue with fresh attempts and wakes the workers at once
+/// (the notification a new job sends). Replaying is idempotent: a job that is no longer dead
+/// is not touched, and the versioned upserts make a re-applied event harmless.
+pub async fn replay(pool: &PgPool, selection: Selection<'_>) -> Result<Vec<String>, sqlx::Error> {
+    let (ids, all, event_type): (Option<&[String]>, bool, Option<&str>) = match selection {
+        Selection::Ids(ids) => (Some(ids), false, None),
+        Selection::All { event_type } => (None, true, event_type),
+    };
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"
+        WITH replayed AS (
+            UPDATE apalis.jobs j
+            SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL,
+                lock_at = NULL, done_at = NULL, last_result = NULL
+            WHERE j.job_type = $1
+              AND {dead}
+              AND (($3 AND ($4::text IS NULL OR EXISTS (
+                        SELECT 1 FROM clerk_sync.webhook_events e
+                        WHERE e.job_id = j.id AND e.event_type = $4)))
+                   OR j.id = ANY($2))
+            RETURNING j.id, j.job_type, j.run_at
+        ), woken AS (
+            SELECT pg_notify('{WAKEUP}',
+                json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text)
+            FROM replayed
+        )
+        SELECT r.id FROM replayed r, (SELECT count(*) FROM woken) w ORDER BY r.id
+        "#,
+        dead = JobState::Dead.condition(),
+    )))
+    .bind(QUEUE)
+    .bind(ids.unwrap_or(&[]))
+    .bind(all)
+    .bind(event_type)
+    .fetch_all(pool)
+    .await
+}
+
+/// The channel apalis's workers LISTEN on for new jobs; the payload names the queue and a
+/// job (apalis's listener ignores notifications it cannot parse).
+pub const WAKEUP: &str = "apalis::job::insert";
+
+/// What one retention pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub jobs: u64,
+    pub events: u64,
+    pub errors: u64,
+    pub workers: u64,
+}
+
+/// One retention pass: done jobs and their raw events older than `keep`, in small batches
+/// so that no statement holds many locks. Dead jobs (and their events and errors) are never
+/// pruned: they wait for an operator. Only one worker prunes at a time (a try-lock); the
+/// others skip the pass.
+pub async fn prune(pool: &PgPool, keep: Duration) -> Result<Pruned, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(726273656103)")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !locked {
+        return Ok(Pruned::default());
+    }
+    let result = prune_locked(&mut conn, keep).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(726273656103)")
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+async fn prune_locked(conn: &mut PgConnection, keep: Duration) -> Result<Pruned, sqlx::Error> {
+    const BATCH: i64 = 500;
+    /// Runs `sql` ($1 the age in seconds, $2 the batch size, $3 our queue if it names one)
+    /// until a batch comes back short.
+    async fn batches(
+        conn: &mut PgConnection,
+        keep_secs: f64,
+        sql: &'static str,
+    ) -> Result<u64, sqlx::Error> {
+        let mut total = 0;
+        loop {
+            let mut query = sqlx::query(sql).bind(keep_secs).bind(BATCH);
+            if sql.contains("$3") {
+                query = query.bind(QUEUE);
+            }
+            let n = query.execute(&mut *conn).await?.rows_affected();
+            total += n;
+            if n < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+    let keep_secs = keep.as_secs_f64();
+    let jobs = batches(
+        conn,
+        keep_secs,
+        r#"
+        DELETE FROM apalis.jobs WHERE id IN (
+            SELECT id FROM apalis.jobs
+            WHERE job_type = $3 AND status = 'Done'
+              AND done_at < now() - make_interval(secs => $1)
+            LIMIT $2 FOR UPDATE SKIP LOCKED)
+        "#,
+    )
+    .await?;
+    // Events whose job is gone (done and pruned, or never made) once they are old enough.
+    let events = batches(
+        conn,
+        keep_secs,
+        r#"
+        DELETE FROM clerk_sync.webhook_events WHERE id IN (
+            SELECT e.id FROM clerk_sync.webhook_events e
+            WHERE e.received_at < now() - make_interval(secs => $1)
+              AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.id = e.job_id)
+            LIMIT $2)
+        "#,
+    )
+    .await?;
+    let errors = batches(
+        conn,
+        keep_secs,
+        r#"
+        DELETE FROM clerk_sync.job_errors WHERE id IN (
+            SELECT je.id FROM clerk_sync.job_errors je
+            WHERE je.failed_at < now() - make_interval(secs => $1)
+              AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.id = je.job_id)
+            LIMIT $2)
+        "#,
+    )
+    .await?;
+    // Every worker process registers under a unique name; forget the long-gone ones.
+    let workers = batches(
+        conn,
+        keep_secs,
+        r#"
+        DELETE FROM apalis.workers WHERE id IN (
+            SELECT w.id FROM apalis.workers w
+            WHERE w.worker_type = $3
+              AND w.last_seen < now() - LEAST(make_interval(secs => $1), interval '1 hour')
+              AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)
+            LIMIT $2)
+        "#,
+    )
+    .await?;
+    Ok(Pruned {
+        jobs,
+        events,
+        errors,
+        workers,
+    })
+}
+
+/// The versions of apalis's migrations this build applies (tests key their template on it).
+pub fn apalis_migration_versions() -> Vec<i64> {
+    apalis_postgres::PostgresStorage::migrations()
+        .iter()
+        .map(|m| m.version)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_has_a_condition_and_a_name() {
+        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["pending", "running", "retrying", "done", "dead"]);
+        for s in JobState::ALL {
+            assert!(s.condition().starts_with("j.") || s.condition().starts_with("(j."));
+        }
+    }
+
+    #[test]
+    fn the_state_expression_names_every_state() {
+        let sql = Job::state_sql();
+        for s in JobState::ALL {
+            assert!(sql.contains(&format!("'{}'", s.as_str())), "{sql}");
+        }
+    }
+
+    #[test]
+    fn only_transient_panics_and_timeouts_retry() {
+        use FailureKind::*;
+        let retried: Vec<FailureKind> = [Transient, Permanent, Exhausted, Panic, Timeout]
+            .into_iter()
+            .filter(|k| k.retries())
+            .collect();
+        assert_eq!(retried, [Transient, Panic, Timeout]);
+    }
+}
