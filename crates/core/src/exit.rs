@@ -135,25 +135,36 @@ fn clap_error_line(e: &clap::Error, command: &Command) -> String {
         }
         (ErrorKind::InvalidValue, Some(arg)) => {
             let value = match e.get(ContextKind::InvalidValue) {
-                Some(ContextValue::String(v)) if !v.is_empty() => format!("'{v}'"),
-                _ => "an empty value".into(),
+                Some(ContextValue::String(v)) if !v.is_empty() => v.clone(),
+                _ => return format!("{}: a value is required", setting(command, &arg)),
             };
             match e.get(ContextKind::ValidValue) {
-                Some(ContextValue::Strings(valid)) => format!(
-                    "{}: {value} is not one of {}",
+                Some(ContextValue::Strings(valid)) if !valid.is_empty() => format!(
+                    "{}: '{value}' is not one of {}",
                     setting(command, &arg),
                     valid.join(", ")
                 ),
-                _ => format!("{}: {value} is not valid", setting(command, &arg)),
+                _ => format!("{}: '{value}' is not valid", setting(command, &arg)),
             }
         }
         (ErrorKind::MissingRequiredArgument, _) => match e.get(ContextKind::InvalidArg) {
             Some(ContextValue::Strings(args)) => {
-                let names: Vec<String> = args.iter().map(|a| setting(command, a)).collect();
-                match names.as_slice() {
-                    [one] => format!("{one} is not set"),
-                    many => format!("{} are not set", many.join(", ")),
+                // Settings (with an environment variable) are "not set"; arguments of the
+                // command line alone are "missing".
+                let (settings, arguments): (Vec<String>, Vec<String>) = args
+                    .iter()
+                    .map(|a| setting(command, a))
+                    .partition(|name| name.contains(" (--"));
+                let mut parts = Vec::new();
+                if !arguments.is_empty() {
+                    parts.push(format!("missing {}", arguments.join(", ")));
                 }
+                match settings.as_slice() {
+                    [] => {}
+                    [one] => parts.push(format!("{one} is not set")),
+                    many => parts.push(format!("{} are not set", many.join(", "))),
+                }
+                parts.join("; ")
             }
             _ => first_line(e),
         },
@@ -201,6 +212,23 @@ mod tests {
         assert_eq!(
             line(&["demo"]),
             "DEMO_ATTEMPTS (--attempts), DEMO_URL (--url) are not set"
+        );
+        #[derive(Debug, Parser)]
+        struct Positional {
+            #[arg(value_name = "TYPE")]
+            event_type: String,
+            #[arg(long, env = "DEMO_SECRET")]
+            secret: String,
+        }
+        let mut command = Positional::command();
+        let e = command.try_get_matches_from_mut(["demo"]).unwrap_err();
+        assert_eq!(
+            clap_error_line(&e, &command),
+            "missing <TYPE>; DEMO_SECRET (--secret) is not set"
+        );
+        assert_eq!(
+            line(&["demo", "--url", "postgres://u@h/d", "--attempts"]),
+            "DEMO_ATTEMPTS (--attempts): a value is required"
         );
         assert_eq!(
             line(&["demo", "--nope"]),
