@@ -9,7 +9,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::signing::{Delivery, SECRET, Signer};
 
-pub use clerk_sync_core::http::{Answer, Client as HttpClient, client};
+pub use clerk_sync_cli::http::{Answer, Client as HttpClient, client};
 
 pub async fn request(
     client: &HttpClient,
@@ -18,9 +18,9 @@ pub async fn request(
     headers: &[(String, String)],
     body: Vec<u8>,
 ) -> Result<Answer, String> {
-    clerk_sync_core::http::request(client, method, url, headers, body)
+    clerk_sync_cli::http::request(client, method, url, headers, body)
         .await
-        .map_err(|e| format!("{e:#}"))
+        .map_err(|e| e.to_string())
 }
 
 /// `clerk-sync-ingest` running in this test's runtime.

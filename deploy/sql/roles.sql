@@ -44,6 +44,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON apalis.jobs, apalis.workers TO clerk_syn
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO clerk_sync_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA clerk_sync TO clerk_sync_worker;
 
+-- both: read which migrations are applied, so that each service's start-up check can refuse
+-- a schema older than the binary (without it, the check only sees that the tables exist).
+GRANT SELECT (version, success) ON clerk_sync._sqlx_migrations, apalis._sqlx_migrations
+    TO clerk_sync_ingest, clerk_sync_worker;
+
 -- Row-level security on the mirror (deploy/sql/rls.sql) filters every role but the tables'
 -- owner: the worker's own policy lets it through. Harmless while RLS is off.
 DO $$

@@ -11,8 +11,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use clerk_sync_cli::http;
 use clerk_sync_core::{
-    db, http, jobs, samples,
+    db, jobs, samples,
     webhook::{Secrets, new_msg_id},
 };
 use serde_json::{Value, json};

@@ -8,11 +8,9 @@ use std::{collections::HashSet, io::IsTerminal as _, io::Write as _, time::Insta
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use clerk_sync_core::{
-    mirror::{self, Change, Kind, Outcome},
-    webhook::SecretString,
-};
+use clerk_sync_core::mirror::{self, Change, Kind, Outcome};
 use futures::StreamExt as _;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -44,23 +42,43 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub restart: bool,
     /// Clerk secret key (sk_live_… / sk_test_…).
-    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CLERK_SECRET_KEY",
+        hide_env_values = true,
+        value_parser = clerk_sync_core::config::secret
+    )]
     pub clerk_secret_key: SecretString,
-    /// Clerk's Backend API.
-    #[arg(long, env = "CLERK_API_URL", default_value = "https://api.clerk.com")]
+    /// Clerk's Backend API (http:// or https://).
+    #[arg(long, env = "CLERK_API_URL", default_value = "https://api.clerk.com", value_parser = api_url)]
     pub clerk_api_url: String,
+    /// Longest wait for one answer of Clerk's API before it counts as a failed request
+    /// (retried like a 5xx) [100..=300000].
+    #[arg(long, env = "CLERK_API_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub clerk_api_timeout_ms: u64,
     /// Objects per request (Clerk allows at most 500).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=500))]
     pub page_size: u16,
-    /// Objects written to the database at once.
-    #[arg(long, default_value_t = 8)]
+    /// Objects written to the database at once [1..=64].
+    #[arg(long, default_value_t = 8,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub concurrency: usize,
-    /// Retries of one request after 5xx or network errors (429s wait and do not count).
-    #[arg(long, default_value_t = 8)]
+    /// Retries of one request after 5xx, network errors or timeouts (429s wait and do not
+    /// count) [0..=100].
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_retries: u32,
-    /// Backoff base for those retries.
-    #[arg(long, default_value_t = 500)]
+    /// Backoff base for those retries [1..=60000].
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub retry_base_delay_ms: u64,
+}
+
+/// clap's parser for `CLERK_API_URL`.
+fn api_url(value: &str) -> Result<String, String> {
+    match value.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(value.to_owned()),
+        _ => Err("not an http:// or https:// URL".to_owned()),
+    }
 }
 
 fn listing(kind: &Kind) -> mirror::Listing {
@@ -190,7 +208,11 @@ pub async fn run(
         .copied()
         .filter(|k| k.listing.is_some() && (chosen.is_empty() || chosen.contains(&k.name)))
         .collect();
-    let mut api = ClerkApi::new(&args.clerk_api_url, args.clerk_secret_key.clone());
+    let mut api = ClerkApi::new(
+        &args.clerk_api_url,
+        args.clerk_secret_key.clone(),
+        std::time::Duration::from_millis(args.clerk_api_timeout_ms),
+    );
     api.max_retries = args.max_retries;
     api.retry_base = std::time::Duration::from_millis(args.retry_base_delay_ms);
     let mut results = Vec::new();
@@ -283,7 +305,7 @@ async fn backfill_kind(
                         .map_err(Listed::Database)?;
                     Ok((change.id, effect))
                 })
-                .buffer_unordered(args.concurrency.max(1))
+                .buffer_unordered(args.concurrency)
                 .collect()
                 .await;
         let mut ids = Vec::with_capacity(effects.len());

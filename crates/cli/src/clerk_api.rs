@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clerk_sync_core::{http, webhook::SecretString};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
+
+use crate::http;
 
 pub struct ClerkApi {
     base: String,
@@ -32,11 +34,12 @@ pub enum Lookup {
 }
 
 impl ClerkApi {
-    pub fn new(base: &str, secret: SecretString) -> Self {
+    /// Every request gives up after `timeout` (and counts as a failure to retry).
+    pub fn new(base: &str, secret: SecretString, timeout: Duration) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             secret,
-            client: http::client(),
+            client: http::client_with_timeout(timeout),
             max_retries: 8,
             retry_base: Duration::from_millis(500),
             requests: 0,
@@ -104,7 +107,7 @@ impl ClerkApi {
         let headers = vec![
             (
                 "authorization".to_owned(),
-                format!("Bearer {}", self.secret.expose()),
+                format!("Bearer {}", self.secret.expose_secret()),
             ),
             ("accept".to_owned(), "application/json".to_owned()),
             ("user-agent".to_owned(), "clerk-sync-backfill".to_owned()),
@@ -137,9 +140,9 @@ impl ClerkApi {
                 Err(e) => {
                     failures += 1;
                     if failures > self.max_retries {
-                        return Err(e.context(format!("CLERK_API_URL: GET {url} failed")));
+                        bail!("CLERK_API_URL: GET {url}: {}", e.reason);
                     }
-                    self.backoff(failures, &format!("{e:#}"))
+                    self.backoff(failures, &e.reason)
                 }
             };
             tokio::time::sleep(wait).await;

@@ -3,19 +3,20 @@
 
 mod backfill;
 mod clerk_api;
+pub mod http;
 mod table;
 mod test_event;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use clerk_sync_core::{
     config::DatabaseArgs,
     db,
+    exit::Validate,
     jobs::{self, Selection, Stats},
-    webhook::SecretString,
 };
+use secrecy::SecretString;
 use sqlx::PgPool;
 
 use crate::table::{Table, one_line};
@@ -59,7 +60,8 @@ pub enum Command {
         /// Only this event type, e.g. user.updated.
         #[arg(long = "type", value_name = "TYPE")]
         event_type: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// At most this many rows [1..=10000].
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
     },
     /// Put dead-lettered jobs back in the queue with fresh attempts and wake the workers.
@@ -111,25 +113,30 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         data: Option<PathBuf>,
         /// The secret(s) to sign with (the first is used).
-        #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "CLERK_WEBHOOK_SECRET",
+            hide_env_values = true,
+            value_parser = clerk_sync_core::config::webhook_secrets
+        )]
         clerk_webhook_secret: SecretString,
     },
 }
 
+/// A pool on a database that answers and is migrated (else the one-line reason).
 async fn pool(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
-    let pool = db::connect(&db.database_url, "clerk-sync-cli", 2, Default::default()).await?;
-    sqlx::query("SELECT 1")
-        .execute(&pool)
-        .await
-        .context("DATABASE_URL: cannot reach the database")?;
-    Ok(pool)
+    db::check(db.url()).await?;
+    db::connect(db.url(), "clerk-sync-cli", 2, Default::default()).await
 }
+
+/// Each setting has its range; none depends on another.
+impl Validate for Cli {}
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Migrate { db } => {
-                db::migrate(&db.database_url).await?;
+                db::migrate(db.url()).await?;
                 println!("migrations applied");
             }
             Command::Status { db, json } => {

@@ -1,18 +1,15 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use clerk_sync_cli::Cli;
+use clerk_sync_core::exit;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Usage errors exit 2 (clap); failures exit 1 with one line naming the cause.
-    let cli = Cli::parse();
+    // Usage errors exit 2, failures 1, each with one line on stderr (see `core::exit`).
+    let cli: Cli = exit::parse();
     clerk_sync_core::telemetry::init(None);
     match cli.run().await {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => exit::report(&e),
     }
 }

@@ -5,12 +5,14 @@ use std::{path::Path, process::ExitCode};
 
 use anyhow::Context as _;
 use clerk_sync_core::{
-    http,
     mirror::Kind,
     samples,
-    webhook::{SecretString, Secrets, new_msg_id},
+    webhook::{Secrets, new_msg_id},
 };
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
+
+use crate::http;
 
 /// A fresh id with Clerk's prefix (`user_`, `org_`, ...).
 fn fresh_id(prefix: &str) -> String {
@@ -68,7 +70,7 @@ pub async fn send(
     data: Option<&Path>,
     secret: &SecretString,
 ) -> anyhow::Result<ExitCode> {
-    let secrets = Secrets::parse(secret.expose())
+    let secrets = Secrets::parse(secret.expose_secret())
         .map_err(|e| anyhow::anyhow!("CLERK_WEBHOOK_SECRET: {e}"))?;
     let data = data
         .map(|p| -> anyhow::Result<Value> {

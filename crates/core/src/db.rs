@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use sqlx::{
     Connection as _, PgConnection, PgPool,
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions},
 };
 
 /// How long a request may wait for a connection before it is refused (ingest answers 503).
@@ -59,16 +59,187 @@ pub async fn connect(
 }
 
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    crate::config::check_database_url(url).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
     url.parse::<PgConnectOptions>()
-        .context("DATABASE_URL is not a valid PostgreSQL connection string")
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: {}", describe(&e)))
+}
+
+/// How long [`connect_once`] waits for the server before saying it does not answer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection, made now: the real reason when it fails (refused, unknown host, no such
+/// database, authentication), where a pool would only say that it timed out.
+pub async fn connect_once(url: &str) -> anyhow::Result<PgConnection> {
+    let options = connect_options(url)?;
+    let place = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let why =
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => describe(&e),
+            Err(_) => format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        };
+    anyhow::bail!("cannot connect to PostgreSQL at {place} ({why}); check DATABASE_URL")
+}
+
+/// What a binary says when the schema it needs is missing or older than it.
+pub const NOT_MIGRATED: &str = "the database is not migrated; run `clerk-sync migrate`";
+
+/// The start-up check of ingest, worker and the CLI's readers: the database answers and
+/// holds every migration this build knows (apalis's and ours). A newer schema is fine (a
+/// rolling upgrade migrates first). Needs no privilege beyond connecting: a role that may
+/// not read the migration history (`deploy/sql/roles.sql` grants it) is checked only by
+/// the tables being there.
+pub async fn check(url: &str) -> anyhow::Result<()> {
+    let mut conn = connect_once(url).await?;
+    let result = check_migrated(&mut conn).await;
+    let _ = conn.close().await;
+    result
+}
+
+async fn check_migrated(conn: &mut PgConnection) -> anyhow::Result<()> {
+    let (tables, ours, theirs): (bool, bool, bool) = sqlx::query_as(
+        "SELECT to_regclass('apalis.jobs') IS NOT NULL
+                AND to_regclass('clerk_sync.webhook_events') IS NOT NULL
+                AND to_regclass('clerk_sync._sqlx_migrations') IS NOT NULL
+                AND to_regclass('apalis._sqlx_migrations') IS NOT NULL,
+            coalesce(has_column_privilege(to_regclass('clerk_sync._sqlx_migrations'), 'version', 'SELECT')
+                 AND has_column_privilege(to_regclass('clerk_sync._sqlx_migrations'), 'success', 'SELECT'), false),
+            coalesce(has_column_privilege(to_regclass('apalis._sqlx_migrations'), 'version', 'SELECT')
+                 AND has_column_privilege(to_regclass('apalis._sqlx_migrations'), 'success', 'SELECT'), false)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(schema_error)?;
+    if !tables {
+        anyhow::bail!(NOT_MIGRATED);
+    }
+    let history = [
+        (
+            ours,
+            "clerk_sync._sqlx_migrations",
+            our_migration_versions(),
+        ),
+        (
+            theirs,
+            "apalis._sqlx_migrations",
+            crate::jobs::apalis_migration_versions(),
+        ),
+    ];
+    for (readable, table, known) in history {
+        if !readable {
+            continue;
+        }
+        let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT version FROM {table} WHERE success"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(schema_error)?;
+        if known.iter().any(|v| !applied.contains(v)) {
+            anyhow::bail!(NOT_MIGRATED);
+        }
+    }
+    Ok(())
+}
+
+fn schema_error(e: sqlx::Error) -> anyhow::Error {
+    match describe(&e) {
+        line if line.starts_with("the database is not migrated") => anyhow::anyhow!(line),
+        line => anyhow::anyhow!("checking the schema: {line}"),
+    }
+}
+
+fn our_migration_versions() -> Vec<i64> {
+    MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect()
+}
+
+/// One clean sentence for a database error, for logs, job errors and the CLI: PostgreSQL's
+/// message and detail without sqlx's prefixes or the server's source line; a connection
+/// failure by its cause (`connection refused`, `unknown host`); a missing table or schema
+/// of ours as "not migrated" (with PostgreSQL's message).
+pub fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
+            Some(pg) if is_missing_schema(pg) => format!(
+                "the database is not migrated ({}); run `clerk-sync migrate`",
+                pg.message()
+            ),
+            Some(pg) => match pg.detail() {
+                Some(detail) => format!("{}: {detail}", pg.message()),
+                None => pg.message().to_owned(),
+            },
+            None => db.message().to_owned(),
+        },
+        sqlx::Error::Io(io) => describe_io(io),
+        sqlx::Error::Tls(e) => format!("TLS: {}", innermost(e.as_ref())),
+        sqlx::Error::PoolTimedOut => format!(
+            "no database connection within {} s (the server does not answer, or every \
+             connection is busy)",
+            ACQUIRE_TIMEOUT.as_secs()
+        ),
+        sqlx::Error::Configuration(e) => format!("bad connection settings: {e}"),
+        sqlx::Error::Migrate(m) => match m.as_ref() {
+            sqlx::migrate::MigrateError::Execute(e)
+            | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => describe(e),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// A relation or schema of ours (or apalis's) that does not exist: the schema is missing.
+fn is_missing_schema(pg: &PgDatabaseError) -> bool {
+    matches!(pg.code(), "42P01" | "3F000")
+        && ["\"apalis", "\"clerk_sync", "\"clerk."]
+            .iter()
+            .any(|name| pg.message().contains(name))
+}
+
+fn describe_io(io: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::ConnectionReset => "connection reset by the server".into(),
+        ErrorKind::TimedOut => "timed out".into(),
+        ErrorKind::NotFound => "no such socket".into(),
+        _ => {
+            // e.g. "failed to lookup address information: Name or service not known"
+            let text = innermost(io);
+            match text.strip_prefix("failed to lookup address information: ") {
+                Some("Name or service not known" | "No address associated with hostname") => {
+                    "unknown host".into()
+                }
+                Some(why) => format!("cannot resolve the host: {}", why.to_lowercase()),
+                None => text,
+            }
+        }
+    }
+}
+
+/// The deepest cause's text, without the OS error number.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let text = cur.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
 }
 
 /// Applies apalis's migrations, then ours. Safe to run twice and concurrently: the whole run
 /// holds one advisory lock, so a second `migrate` waits and then finds nothing to do.
 pub async fn migrate(url: &str) -> anyhow::Result<()> {
-    let mut conn = PgConnection::connect_with(&connect_options(url)?)
-        .await
-        .context("connecting to the database")?;
+    let mut conn = connect_once(url).await?;
     sqlx::query("SELECT pg_advisory_lock(726273656101)")
         .execute(&mut conn)
         .await
@@ -89,24 +260,6 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
         .await;
     let _ = conn.close().await;
     result
-}
-
-/// One clean sentence for a database error, for logs, job errors and the CLI: PostgreSQL's
-/// own message (with its detail), without sqlx's prefixes.
-pub fn describe(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(db) => {
-            let mut message = db.message().to_owned();
-            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                && let Some(detail) = pg.detail()
-            {
-                message.push_str(": ");
-                message.push_str(detail);
-            }
-            message
-        }
-        other => other.to_string(),
-    }
 }
 
 /// Whether retrying cannot help: the database refused the data itself (SQLSTATE class 22,

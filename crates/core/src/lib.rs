@@ -6,7 +6,7 @@ pub mod config;
 pub mod db;
 pub mod event;
 pub mod events;
-pub mod http;
+pub mod exit;
 pub mod jobs;
 pub mod metrics;
 pub mod mirror;

@@ -1,14 +1,39 @@
-//! A few Prometheus metric types, rendered in the text exposition format. Enough for our
-//! counters and latency histograms without pulling in a metrics stack.
+//! Prometheus metrics on `prometheus-client`, the Prometheus project's own Rust client,
+//! behind the small API our call sites use (`JOBS.inc(&[..])`, `DURATION.observe(&[], d)`).
+//!
+//! Why `prometheus-client` and not `metrics` + `metrics-exporter-prometheus`: it adds four
+//! small crates (dtoa, itoa, parking_lot, its derive macro) to a tree that already holds
+//! parking_lot, where the exporter brings `metrics-util`, `quanta`, a sketch crate and, by
+//! default, its own hyper server and push-gateway TLS client; we already serve `/metrics`
+//! with axum, and our metrics are a few static families that need no global recorder.
+//! It also renders the classic text format (0.0.4), so names, types and labels stay as
+//! the alerts and dashboards know them.
 
-use std::{collections::BTreeMap, fmt::Write as _, sync::Mutex, time::Duration};
+use std::{sync::OnceLock, time::Duration};
 
-/// A counter with labels, e.g. `requests_total{status="202"}`.
+use prometheus_client::{
+    encoding::prometheus_text,
+    metrics::{
+        counter::Counter,
+        family::{Family, MetricConstructor},
+        gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+
+/// The `Content-Type` of what [`Exposition::render`] returns (Prometheus text, 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A counter with labels, e.g. `requests_total{status="202"}`. Its name ends in `_total`
+/// as exposed; `const` so that it can be a `static` next to its siblings.
 pub struct CounterVec {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
+    family: OnceLock<Family<Labels, Counter>>,
 }
 
 impl CounterVec {
@@ -21,7 +46,7 @@ impl CounterVec {
             name,
             help,
             labels,
-            values: Mutex::new(BTreeMap::new()),
+            family: OnceLock::new(),
         }
     }
 
@@ -30,16 +55,13 @@ impl CounterVec {
     }
 
     pub fn add(&self, label_values: &[&str], n: u64) {
-        debug_assert_eq!(label_values.len(), self.labels.len());
-        let key = label_values.iter().map(|s| (*s).to_owned()).collect();
-        *self.values.lock().unwrap().entry(key).or_default() += n;
+        self.family()
+            .get_or_create(&label_set(self.labels, label_values))
+            .inc_by(n);
     }
 
-    pub fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "counter");
-        for (values, n) in self.values.lock().unwrap().iter() {
-            let _ = writeln!(out, "{}{} {n}", self.name, labels(self.labels, values));
-        }
+    fn family(&self) -> &Family<Labels, Counter> {
+        self.family.get_or_init(Family::default)
     }
 }
 
@@ -49,20 +71,22 @@ pub struct HistogramVec {
     help: &'static str,
     labels: &'static [&'static str],
     buckets: &'static [f64],
-    values: Mutex<BTreeMap<Vec<String>, Series>>,
-}
-
-#[derive(Default)]
-struct Series {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+    family: OnceLock<Family<Labels, Histogram, Buckets>>,
 }
 
 /// Seconds, from 1 ms to 1 min: request latencies and sync lag alike.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+
+#[derive(Debug, Clone)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
 
 impl HistogramVec {
     pub const fn new(
@@ -76,84 +100,80 @@ impl HistogramVec {
             help,
             labels,
             buckets,
-            values: Mutex::new(BTreeMap::new()),
+            family: OnceLock::new(),
         }
     }
 
     pub fn observe(&self, label_values: &[&str], value: Duration) {
-        let v = value.as_secs_f64();
-        let key = label_values.iter().map(|s| (*s).to_owned()).collect();
-        let mut map = self.values.lock().unwrap();
-        let series = map.entry(key).or_insert_with(|| Series {
-            counts: vec![0; self.buckets.len()],
-            ..Series::default()
-        });
-        for (i, bound) in self.buckets.iter().enumerate() {
-            if v <= *bound {
-                series.counts[i] += 1;
-            }
-        }
-        series.sum += v;
-        series.count += 1;
+        self.family()
+            .get_or_create(&label_set(self.labels, label_values))
+            .observe(value.as_secs_f64());
     }
 
-    pub fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "histogram");
-        for (values, s) in self.values.lock().unwrap().iter() {
-            for (bound, n) in self.buckets.iter().zip(&s.counts) {
-                let mut l = values.clone();
-                l.push(bound.to_string());
-                let names: Vec<&str> = self.labels.iter().copied().chain(["le"]).collect();
-                let _ = writeln!(out, "{}_bucket{} {n}", self.name, labels(&names, &l));
-            }
-            let mut l = values.clone();
-            l.push("+Inf".into());
-            let names: Vec<&str> = self.labels.iter().copied().chain(["le"]).collect();
-            let _ = writeln!(
-                out,
-                "{}_bucket{} {}",
-                self.name,
-                labels(&names, &l),
-                s.count
-            );
-            let base = labels(self.labels, values);
-            let _ = writeln!(out, "{}_sum{base} {}", self.name, s.sum);
-            let _ = writeln!(out, "{}_count{base} {}", self.name, s.count);
-        }
+    fn family(&self) -> &Family<Labels, Histogram, Buckets> {
+        self.family
+            .get_or_init(|| Family::new_with_constructor(Buckets(self.buckets)))
     }
 }
 
-/// A gauge whose value is read at scrape time.
-pub fn gauge(out: &mut String, name: &str, help: &str, series: &[(&[(&str, &str)], f64)]) {
-    header(out, name, help, "gauge");
-    for (pairs, v) in series {
-        let names: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
-        let values: Vec<String> = pairs.iter().map(|(_, v)| (*v).to_owned()).collect();
-        let _ = writeln!(out, "{name}{} {v}", labels(&names, &values));
-    }
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn labels(names: &[&str], values: &[String]) -> String {
-    if names.is_empty() {
-        return String::new();
-    }
-    let inner: Vec<String> = names
+fn label_set(names: &'static [&'static str], values: &[&str]) -> Labels {
+    debug_assert_eq!(names.len(), values.len());
+    names
         .iter()
         .zip(values)
-        .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
-        .collect();
-    format!("{{{}}}", inner.join(","))
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect()
+}
+
+/// One scrape's worth of metrics: the process's counters and histograms, plus gauges whose
+/// values are read at scrape time (a gauge left out is absent, not stale).
+#[derive(Default)]
+pub struct Exposition {
+    registry: Registry,
+}
+
+impl Exposition {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn counter(&mut self, c: &CounterVec) -> &mut Self {
+        // prometheus-client appends `_total` to counters and a full stop to help texts.
+        let name = c.name.strip_suffix("_total").unwrap_or(c.name);
+        self.registry
+            .register(name, help(c.help), c.family().clone());
+        self
+    }
+
+    pub fn histogram(&mut self, h: &HistogramVec) -> &mut Self {
+        self.registry
+            .register(h.name, help(h.help), h.family().clone());
+        self
+    }
+
+    /// A gauge family, one series per label set, e.g. `&[(&[("state", "dead")], 3)]`.
+    pub fn gauge(&mut self, name: &str, help_text: &str, series: &[(&[(&str, &str)], i64)]) {
+        let family = Family::<Vec<(String, String)>, Gauge>::default();
+        for (pairs, v) in series {
+            let labels = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            family.get_or_create(&labels).set(*v);
+        }
+        self.registry.register(name, help(help_text), family);
+    }
+
+    /// The Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+fn help(text: &str) -> String {
+    text.strip_suffix('.').unwrap_or(text).to_owned()
 }
 
 #[cfg(test)]
@@ -162,18 +182,28 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        let c = CounterVec::new("x_total", "Things.", &["status"]);
-        c.inc(&["202"]);
-        c.add(&["401"], 2);
-        let h = HistogramVec::new("lat_seconds", "Latency.", &[], &[0.1, 1.0]);
-        h.observe(&[], Duration::from_millis(50));
-        h.observe(&[], Duration::from_secs(5));
-        let mut out = String::new();
-        c.render(&mut out);
-        h.render(&mut out);
-        assert!(out.contains("x_total{status=\"401\"} 2"), "{out}");
-        assert!(out.contains("lat_seconds_bucket{le=\"0.1\"} 1"), "{out}");
-        assert!(out.contains("lat_seconds_bucket{le=\"+Inf\"} 2"), "{out}");
-        assert!(out.contains("lat_seconds_count 2"), "{out}");
+        static C: CounterVec = CounterVec::new("x_total", "Things.", &["status"]);
+        static H: HistogramVec = HistogramVec::new("lat_seconds", "Latency.", &[], &[0.1, 1.0]);
+        C.inc(&["202"]);
+        C.add(&["401"], 2);
+        H.observe(&[], Duration::from_millis(50));
+        H.observe(&[], Duration::from_secs(5));
+        let mut e = Exposition::new();
+        e.counter(&C).histogram(&H);
+        e.gauge("q_jobs", "Jobs.", &[(&[("state", "dead")], 3)]);
+        let out = e.render();
+        for line in [
+            "# HELP x_total Things.\n",
+            "# TYPE x_total counter\n",
+            "x_total{status=\"401\"} 2\n",
+            "# TYPE lat_seconds histogram\n",
+            "lat_seconds_bucket{le=\"0.1\"} 1\n",
+            "lat_seconds_bucket{le=\"+Inf\"} 2\n",
+            "lat_seconds_count 2\n",
+            "# TYPE q_jobs gauge\n",
+            "q_jobs{state=\"dead\"} 3\n",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
     }
 }

@@ -112,27 +112,3 @@ mod tests {
         assert!(!err.contains("***"), "{err}");
     }
 }
-
-/// A setting that holds secrets, as read from a flag or the environment: redacted in
-/// `Debug`, parsed into [`Secrets`] where it is used (so no parse error can echo it).
-#[derive(Clone)]
-pub struct SecretString(String);
-
-impl SecretString {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::str::FromStr for SecretString {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}

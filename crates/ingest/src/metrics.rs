@@ -1,4 +1,4 @@
-use clerk_sync_core::metrics::{CounterVec, HistogramVec, LATENCY_BUCKETS};
+use clerk_sync_core::metrics::{CounterVec, Exposition, HistogramVec, LATENCY_BUCKETS};
 
 pub static REQUESTS: CounterVec = CounterVec::new(
     "clerk_sync_ingest_requests_total",
@@ -23,10 +23,10 @@ pub static LATENCY: HistogramVec = HistogramVec::new(
 );
 
 pub fn render() -> String {
-    let mut out = String::new();
-    REQUESTS.render(&mut out);
-    REFUSED.render(&mut out);
-    STORED.render(&mut out);
-    LATENCY.render(&mut out);
-    out
+    Exposition::new()
+        .counter(&REQUESTS)
+        .counter(&REFUSED)
+        .counter(&STORED)
+        .histogram(&LATENCY)
+        .render()
 }

@@ -168,7 +168,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, clerk_sync_core::metrics::CONTENT_TYPE)],
         metrics::render(),
     )
         .into_response()

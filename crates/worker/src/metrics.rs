@@ -1,4 +1,4 @@
-use clerk_sync_core::metrics::{CounterVec, HistogramVec, LATENCY_BUCKETS, gauge};
+use clerk_sync_core::metrics::{CounterVec, Exposition, HistogramVec, LATENCY_BUCKETS};
 use sqlx::PgPool;
 
 pub static JOBS: CounterVec = CounterVec::new(
@@ -34,50 +34,47 @@ pub static LAG: HistogramVec = HistogramVec::new(
     LATENCY_BUCKETS,
 );
 
-/// Counters of this process, plus the queue as the database sees it (all workers).
+/// Counters of this process, plus the queue as the database sees it (all workers); the
+/// queue gauges are left out when the database cannot be read.
 pub async fn render(pool: &PgPool) -> String {
-    let mut out = String::new();
-    JOBS.render(&mut out);
-    FAILED_ATTEMPTS.render(&mut out);
-    DEAD.render(&mut out);
-    TRANSACTIONS.render(&mut out);
-    DURATION.render(&mut out);
-    LAG.render(&mut out);
+    let mut e = Exposition::new();
+    e.counter(&JOBS)
+        .counter(&FAILED_ATTEMPTS)
+        .counter(&DEAD)
+        .counter(&TRANSACTIONS)
+        .histogram(&DURATION)
+        .histogram(&LAG);
     if let Ok(q) = clerk_sync_core::jobs::Stats::read(pool).await {
         let labels: Vec<[(&str, &str); 1]> = q
             .by_state()
             .iter()
             .map(|(state, _)| [("state", state.as_str())])
             .collect();
-        let states: Vec<(&[(&str, &str)], f64)> = labels
+        let states: Vec<(&[(&str, &str)], i64)> = labels
             .iter()
             .zip(q.by_state())
-            .map(|(l, (_, n))| (&l[..], n as f64))
+            .map(|(l, (_, n))| (&l[..], n))
             .collect();
-        gauge(
-            &mut out,
+        e.gauge(
             "clerk_sync_queue_jobs",
             "Jobs in the queue by state (pending, running, retrying, done, dead).",
             &states,
         );
-        gauge(
-            &mut out,
+        e.gauge(
             "clerk_sync_queue_skipped_jobs",
             "Done jobs whose event type is not mirrored (stored and acknowledged).",
-            &[(&[], q.skipped as f64)],
+            &[(&[], q.skipped)],
         );
-        gauge(
-            &mut out,
+        e.gauge(
             "clerk_sync_queue_oldest_pending_age_seconds",
             "Age of the oldest job waiting to run (retries included).",
-            &[(&[], q.oldest_pending_age_seconds as f64)],
+            &[(&[], q.oldest_pending_age_seconds)],
         );
-        gauge(
-            &mut out,
+        e.gauge(
             "clerk_sync_events_received",
             "Raw events stored (after retention).",
-            &[(&[], q.events_received as f64)],
+            &[(&[], q.events_received)],
         );
     }
-    out
+    e.render()
 }
