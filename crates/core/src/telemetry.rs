@@ -13,8 +13,11 @@ pub fn init(format: Option<LogFormat>) {
     } else {
         LogFormat::Json
     });
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,apalis=warn,apalis_core=warn"));
+    // apalis's own lines print its nested errors raw; the worker's supervisor logs each
+    // failure of the apalis worker once, described. RUST_LOG brings them back.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,apalis=error,apalis_core=off,apalis_postgres=off")
+    });
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry

@@ -93,13 +93,28 @@ pub async fn run(
                 retry_in_ms = wait.as_millis() as u64,
                 "worker ended; restarting"
             ),
-            Err(e) => {
-                tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "worker failed; restarting")
-            }
+            Err(e) => tracing::error!(
+                error = %describe(&e),
+                retry_in_ms = wait.as_millis() as u64,
+                "worker failed; restarting"
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = stopped(stop.clone()) => return,
         }
     }
+}
+
+/// apalis's error, as one clean sentence: the database error at its root said the way every
+/// other line says it (`db::describe`), not apalis's nested wrappers.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(db) = err.downcast_ref::<sqlx::Error>() {
+            return clerk_sync_core::db::describe(db);
+        }
+        cause = err.source();
+    }
+    e.to_string()
 }
