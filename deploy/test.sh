@@ -7,6 +7,17 @@ cd "$root"
 
 DATABASE_URL=$(bash deploy/db.sh)
 export DATABASE_URL
+
+# What the tests drive for real besides PostgreSQL, from Debian's packages when missing:
+# PgBouncer (Supabase's poolers as they are).
+missing=()
+[[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+if ((${#missing[@]})); then
+  echo "test.sh: installing ${missing[*]}" >&2
+  as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
 # apalis-postgres checks its own queries from committed metadata; never against our database.
 export SQLX_OFFLINE=true
 

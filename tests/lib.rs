@@ -7,6 +7,7 @@ pub mod events;
 pub mod fake_clerk;
 pub mod http;
 pub mod pg_cluster;
+pub mod pgbouncer;
 pub mod procs;
 pub mod signing;
 pub mod worker;

@@ -6,6 +6,7 @@ mod faults;
 mod ingest;
 mod observability;
 mod operator;
+mod pooler;
 mod processes;
 mod property;
 mod rls;

@@ -29,38 +29,52 @@ pub struct Session {
 }
 
 /// Opens a pool that fails fast when the database is unreachable instead of hanging:
-/// acquiring a connection gives up after [`ACQUIRE_TIMEOUT`].
+/// acquiring a connection gives up after [`ACQUIRE_TIMEOUT`]. The session settings are
+/// `SET` on each new connection rather than sent as startup parameters, which a pooler may
+/// refuse or drop (PgBouncer refuses `options` unless told to ignore it, silently then).
 pub async fn connect(
     url: &str,
     app_name: &str,
     max_connections: u32,
     session: Session,
 ) -> anyhow::Result<PgPool> {
-    let mut options = connect_options(url)?.application_name(app_name);
-    let mut settings = Vec::new();
+    let options = connect_options(url)?.application_name(app_name);
+    let mut sets = String::new();
     if let Some(t) = session.statement_timeout {
-        settings.push(("statement_timeout", format!("{}ms", t.as_millis().max(1))));
+        sets += &format!("SET statement_timeout = '{}ms';", t.as_millis().max(1));
     }
     if let Some(t) = session.lock_timeout {
-        settings.push(("lock_timeout", format!("{}ms", t.as_millis().max(1))));
+        sets += &format!("SET lock_timeout = '{}ms';", t.as_millis().max(1));
     }
     if session.asynchronous_commit {
-        settings.push(("synchronous_commit", "off".to_owned()));
-    }
-    if !settings.is_empty() {
-        options = options.options(settings);
+        sets += "SET synchronous_commit = off;";
     }
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            let sets = sets.clone();
+            Box::pin(async move {
+                if !sets.is_empty() {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sets))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
         .connect_lazy_with(options))
 }
 
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     crate::config::check_database_url(url).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
     url.parse::<PgConnectOptions>()
+        .map(|o| {
+            // A startup parameter PgBouncer refuses by default; we read no floats that need it.
+            o.extra_float_digits(None)
+        })
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: {}", describe(&e)))
 }
 
@@ -94,9 +108,70 @@ pub const NOT_MIGRATED: &str = "the database is not migrated; run `clerk-sync mi
 /// the tables being there.
 pub async fn check(url: &str) -> anyhow::Result<()> {
     let mut conn = connect_once(url).await?;
-    let result = check_migrated(&mut conn).await;
+    // The session first: through a transaction pooler the schema check's prepared
+    // statements would fail with a message that says nothing useful.
+    let result = match check_session(&mut conn, url).await {
+        Ok(()) => check_migrated(&mut conn).await,
+        Err(e) => Err(e),
+    };
     let _ = conn.close().await;
     result
+}
+
+/// What a binary says when its connections would not keep their session.
+pub const TRANSACTION_POOLER: &str = "DATABASE_URL points at a pooler that hands each \
+     transaction to another server session (PgBouncer's pool_mode=transaction, Supabase's \
+     transaction pooler on port 6543); clerk-sync needs its session (LISTEN, advisory locks, \
+     prepared statements): use a direct connection or a session pooler (Supabase: the \
+     session pooler's connection string, port 5432)";
+
+/// Refuses a transaction-mode pooler, where a connection's statements land on whichever
+/// server session is free: between transactions, the session (its backend pid) changes. A
+/// direct connection or a session pooler keeps one. Two connections hold two sessions at
+/// once, then release them in both orders, so a pooler that reuses the last released
+/// session (PgBouncer's default) or the first (round robin) is caught either way.
+async fn check_session(first: &mut PgConnection, url: &str) -> anyhow::Result<()> {
+    // The simple protocol throughout: no prepared statement to lose between sessions.
+    async fn pid(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
+        use sqlx::Row as _;
+        sqlx::raw_sql("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await?
+            .try_get(0)
+    }
+    let probe = async {
+        let mut second = connect_once(url).await?;
+        let result: Result<bool, sqlx::Error> = async {
+            let mine = pid(first).await?;
+            for first_releases_first in [true, false] {
+                sqlx::raw_sql("BEGIN").execute(&mut *first).await?;
+                let held = pid(first).await?;
+                sqlx::raw_sql("BEGIN").execute(&mut second).await?;
+                pid(&mut second).await?;
+                let (a, b) = if first_releases_first {
+                    (&mut *first, &mut second)
+                } else {
+                    (&mut second, &mut *first)
+                };
+                sqlx::raw_sql("COMMIT").execute(&mut *a).await?;
+                sqlx::raw_sql("COMMIT").execute(&mut *b).await?;
+                if held != mine || pid(first).await? != mine {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        .await;
+        let _ = second.close().await;
+        result.map_err(|e| anyhow::anyhow!("checking the session: {}", describe(&e)))
+    };
+    // A pooler with a single server connection makes the second session wait: that is not
+    // a session either.
+    match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) | Err(_) => anyhow::bail!(TRANSACTION_POOLER),
+        Ok(Err(e)) => Err(e),
+    }
 }
 
 async fn check_migrated(conn: &mut PgConnection) -> anyhow::Result<()> {
