@@ -98,6 +98,14 @@ async fn ensure_template() -> String {
         .execute(&mut conn)
         .await
         .unwrap();
+        // When it was made: other checkouts' runs leave a template alone for a day.
+        sqlx::query(AssertSqlSafe(format!(
+            "COMMENT ON DATABASE \"{name}\" IS 'clerk-sync test template, made {}'",
+            chrono::Utc::now().timestamp()
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     }
     drop_leftovers(&mut conn, &name).await;
     sqlx::query("SELECT pg_advisory_unlock(726273656102)")
@@ -111,7 +119,9 @@ async fn ensure_template() -> String {
 /// databases whose process is gone (a crashed or killed run), and templates of other
 /// migration sets. Processes are this machine's, so only for a server on this machine.
 /// Nothing is forced: a database someone is connected to stays. Templates stay while
-/// another run is alive (it has test databases), as that run may be using one.
+/// another run is alive (it has test databases), as that run may be using one, and for a
+/// day after they were made: a checkout with other migrations (a branch being worked on)
+/// comes back to its template between two of its tests.
 async fn drop_leftovers(conn: &mut PgConnection, current: &str) {
     let opts: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
     let host = opts.get_host();
@@ -122,6 +132,9 @@ async fn drop_leftovers(conn: &mut PgConnection, current: &str) {
     // With whether someone is connected: DROP would wait 5 s for them, then fail.
     let rows: Vec<(String, bool)> = sqlx::query_as(
         r"SELECT datname, EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)
+                 OR coalesce(substring(shobj_description(d.oid, 'pg_database')
+                                       FROM 'made ([0-9]+)')::int8, 0)
+                    > extract(epoch FROM now() - interval '1 day')
           FROM pg_database d
           WHERE datname LIKE 'clerk\_sync\_tmpl\_%' OR datname LIKE 'clerk\_sync\_test\_%'",
     )
@@ -205,12 +218,23 @@ impl TestDb {
             fastrand::u32(..)
         );
         let mut conn = admin().await;
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
-        )))
-        .execute(&mut conn)
-        .await
-        .expect("creating the test database");
+        let create = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"");
+        if let Err(e) = sqlx::query(AssertSqlSafe(create.clone()))
+            .execute(&mut conn)
+            .await
+        {
+            // The template went away under us (an older run's leftover cleanup): make it
+            // again, once.
+            let missing = e
+                .as_database_error()
+                .is_some_and(|d| d.code().as_deref() == Some("3D000"));
+            assert!(missing, "creating the test database: {e}");
+            assert_eq!(ensure_template().await, template);
+            sqlx::query(AssertSqlSafe(create))
+                .execute(&mut conn)
+                .await
+                .expect("creating the test database");
+        }
         let url = url_for(&name);
         let pool = clerk_sync_core::db::connect(&url, "clerk-sync-tests", 20, Default::default())
             .await
