@@ -5,7 +5,7 @@
 use crate::mirror::{self, Sample, sample};
 
 /// Samples of event types that are stored and acknowledged but not mirrored.
-pub static OTHER: &[Sample] = &[sample!("session.created")];
+pub static OTHER: &[Sample] = &[sample!("email.created"), sample!("sms.created")];
 
 /// The sample body for an event type.
 pub fn get(event_type: &str) -> Option<&'static str> {
