@@ -181,3 +181,10 @@ CREATE INDEX sessions_user_idx ON clerk.sessions (user_id);
 -- Backfill and reconcile take every kind with a listing: the list of kinds lives in the
 -- code (the registry), not in a CHECK that each new kind would have to edit.
 ALTER TABLE clerk_sync.backfill_runs DROP CONSTRAINT backfill_runs_kind_check;
+
+-- What the last completed run of each kind had to repair (objects inserted, updated or
+-- tombstoned: what webhooks missed), and whether it was `clerk-sync reconcile`, the
+-- scheduled sweep. The worker exports it as clerk_sync_reconcile_repaired_objects.
+ALTER TABLE clerk_sync.backfill_runs
+    ADD COLUMN repaired  bigint CHECK (repaired >= 0),
+    ADD COLUMN reconcile boolean NOT NULL DEFAULT false;

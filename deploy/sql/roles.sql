@@ -42,6 +42,9 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA clerk GRANT SELECT, INSERT, UPDATE ON TABLES 
 GRANT SELECT, DELETE ON clerk_sync.webhook_events TO clerk_sync_worker;
 GRANT SELECT, INSERT, DELETE ON clerk_sync.job_errors TO clerk_sync_worker;
 GRANT SELECT ON clerk_sync.dead_letters TO clerk_sync_worker;
+-- For its metric of what `clerk-sync reconcile` repaired.
+GRANT SELECT (kind, repaired, reconcile, completed_at) ON clerk_sync.backfill_runs
+    TO clerk_sync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON apalis.jobs, apalis.workers TO clerk_sync_worker;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO clerk_sync_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA clerk_sync TO clerk_sync_worker;

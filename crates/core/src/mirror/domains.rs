@@ -1,9 +1,8 @@
 //! Clerk's organization domains: `organizationDomain.created`, `.updated`, `.deleted`
 //! (`{deleted, id, object}` only). A child of its organization: deleting the organization
-//! tombstones its domains. Clerk lists domains per organization only, so backfill does not
-//! fill them.
+//! tombstones its domains.
 
-use super::{Kind, Parent, Sample, SqlCache};
+use super::{Kind, Listing, Parent, Sample, SqlCache};
 
 pub static KIND: Kind = Kind {
     name: "domains",
@@ -39,7 +38,11 @@ pub static KIND: Kind = Kind {
     deletes: &["deleted"],
     personal_data: false,
     optional: false,
-    listing: None,
+    listing: Some(Listing {
+        path: "/v1/organization_domains",
+        lookup: false,
+        count: None,
+    }),
     samples: &[
         super::sample!("organizationDomain.created"),
         super::sample!("organizationDomain.updated"),
