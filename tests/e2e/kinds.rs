@@ -84,10 +84,18 @@ async fn every_sample_lands_in_its_kind_table_or_is_a_counted_skip() {
             row.unwrap_or_else(|| panic!("{event_type}: no row in {}", change.kind.table));
         assert_eq!(version, change.version, "{event_type}: version");
         assert_eq!(deleted, change.deleted, "{event_type}: deleted");
-        assert_eq!(raw, change.data, "{event_type}: raw");
+        if change.updated_at.is_some() || change.kind.personal_data {
+            assert_eq!(raw, change.data, "{event_type}: raw");
+        } else {
+            // A bare delete (`{deleted, id, object}`) keeps the data the object had.
+            assert_eq!(raw["id"], change.data["id"], "{event_type}: raw");
+        }
     }
     for t in &skips {
-        assert_eq!(app.post(samples::get(t).unwrap().as_bytes()).await.status, 202);
+        assert_eq!(
+            app.post(samples::get(t).unwrap().as_bytes()).await.status,
+            202
+        );
     }
     let stats = app.settle().await;
     let total = (changes.len() + skips.len()) as i64;
@@ -244,7 +252,10 @@ async fn where_found(pool: &sqlx::PgPool, needle: &str) -> Vec<String> {
     .fetch_all(pool)
     .await
     .unwrap();
-    assert!(columns.len() > 50, "the search sees the tables: {columns:?}");
+    assert!(
+        columns.len() > 50,
+        "the search sees the tables: {columns:?}"
+    );
     let mut found = Vec::new();
     for (schema, table, column, data_type) in columns {
         let value = if data_type == "bytea" {
@@ -276,20 +287,29 @@ async fn message_bodies_reach_no_table_and_no_log_line() {
     let label = format!("{}-msg", app.db.name);
     let debug = [("RUST_LOG", "debug")];
     let mut ingest = spawn_ingest(app.url(), port, &format!("{label}-ingest"), &debug);
-    let mut worker = app.spawn_worker(&format!("{label}-worker"), &debug);
+    // Logs to `{label}-worker` (the app prefixes its database's name).
+    let mut worker = app.spawn_worker("msg-worker", &debug);
     wait_for_port(port).await;
 
     // Codes and a link no other test or sample uses.
     let code = format!("{}", 10_000_000 + fastrand::u32(..89_999_999));
     let link = format!("https://accounts.example.org/v1/verify?token=tok{code}x");
     let mut email = sample("email.created");
-    let text = serde_json::to_string(&email).unwrap().replace("482913", &code);
+    let text = serde_json::to_string(&email)
+        .unwrap()
+        .replace("482913", &code);
     email = serde_json::from_str(&text).unwrap();
     email["data"]["data"]["magic_link"] = json!(link);
     let mut sms = sample("sms.created");
-    let text = serde_json::to_string(&sms).unwrap().replace("730164", &code);
+    let text = serde_json::to_string(&sms)
+        .unwrap()
+        .replace("730164", &code);
     sms = serde_json::from_str(&text).unwrap();
-    assert!(bytes(&sms).windows(code.len()).any(|w| w == code.as_bytes()));
+    assert!(
+        bytes(&sms)
+            .windows(code.len())
+            .any(|w| w == code.as_bytes())
+    );
 
     let url = format!("http://127.0.0.1:{port}/webhooks/clerk");
     let (http, signer) = (client(), Signer::default());
@@ -305,7 +325,10 @@ async fn message_bodies_reach_no_table_and_no_log_line() {
         (s.done == 2).then_some(s)
     })
     .await;
-    assert_eq!((stats.skipped, stats.dead, stats.events_received), (2, 0, 2));
+    assert_eq!(
+        (stats.skipped, stats.dead, stats.events_received),
+        (2, 0, 2)
+    );
     // Recorded: which message it was, not what it said.
     assert_eq!(
         app.count(
@@ -318,7 +341,11 @@ async fn message_bodies_reach_no_table_and_no_log_line() {
         2
     );
     for needle in [code.as_str(), link.as_str(), "is your verification code"] {
-        assert_eq!(where_found(app.pool(), needle).await, Vec::<String>::new(), "{needle}");
+        assert_eq!(
+            where_found(app.pool(), needle).await,
+            Vec::<String>::new(),
+            "{needle}"
+        );
     }
 
     for child in [&mut ingest, &mut worker] {

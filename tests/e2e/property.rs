@@ -29,7 +29,11 @@ struct Object {
 /// The mirror options of the property: every optional kind on, so every kind is covered.
 fn options() -> Options {
     Options {
-        optional_kinds: KINDS.iter().filter(|k| k.optional).map(|k| k.name).collect(),
+        optional_kinds: KINDS
+            .iter()
+            .filter(|k| k.optional)
+            .map(|k| k.name)
+            .collect(),
         ..Options::default()
     }
 }
@@ -57,7 +61,11 @@ fn set(v: &mut Value, pointer: &str, value: &str) {
         if !at.is_object() {
             *at = json!({});
         }
-        at = at.as_object_mut().unwrap().entry(part).or_insert(Value::Null);
+        at = at
+            .as_object_mut()
+            .unwrap()
+            .entry(part)
+            .or_insert(Value::Null);
     }
     *at = json!(value);
 }

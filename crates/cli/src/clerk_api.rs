@@ -191,7 +191,10 @@ impl ClerkApi {
             && let Some(oldest) = self.sent.pop_front()
         {
             let wait = self.rate_window.saturating_sub(now.duration_since(oldest));
-            tracing::debug!(wait_ms = wait.as_millis() as u64, "pacing to Clerk's rate limit");
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "pacing to Clerk's rate limit"
+            );
             tokio::time::sleep(wait).await;
         }
         self.sent.push_back(Instant::now());

@@ -175,8 +175,15 @@ mod tests {
     fn message_events_keep_what_they_were_not_what_they_said() {
         for t in MESSAGE_TYPES {
             let body = sample(t);
-            let code = if *t == "email.created" { "482913" } else { "730164" };
-            assert!(String::from_utf8_lossy(&body).contains(code), "{t}: sample has a code");
+            let code = if *t == "email.created" {
+                "482913"
+            } else {
+                "730164"
+            };
+            assert!(
+                String::from_utf8_lossy(&body).contains(code),
+                "{t}: sample has a code"
+            );
             let kept = without_message(&body).unwrap();
             let text = String::from_utf8(kept.clone()).unwrap();
             assert!(!text.contains(code), "{t}: {text}");

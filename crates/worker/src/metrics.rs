@@ -77,8 +77,10 @@ pub async fn render(pool: &PgPool) -> String {
         );
     }
     if let Ok(runs) = reconciled(pool).await {
-        let labels: Vec<[(&str, &str); 1]> =
-            runs.iter().map(|(k, _, _)| [("kind", k.as_str())]).collect();
+        let labels: Vec<[(&str, &str); 1]> = runs
+            .iter()
+            .map(|(k, _, _)| [("kind", k.as_str())])
+            .collect();
         let repaired: Vec<(&[(&str, &str)], i64)> = labels
             .iter()
             .zip(&runs)
