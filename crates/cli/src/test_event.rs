@@ -115,8 +115,8 @@ mod tests {
                 assert_eq!(a["data"]["updated_at"], 1_800_000_000_000i64, "{t}");
             }
         }
-        assert!(build("email.created", None, 0).is_err());
-        let custom = build("email.created", Some(json!({"id": "x"})), 5).unwrap();
+        assert!(build("nothing.created", None, 0).is_err());
+        let custom = build("nothing.created", Some(json!({"id": "x"})), 5).unwrap();
         assert_eq!(custom["data"], json!({"id": "x"}));
     }
 }
