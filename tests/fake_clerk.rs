@@ -48,7 +48,15 @@ pub struct FakeClerk {
 }
 
 impl FakeClerk {
-    pub async fn start(data: Data) -> Self {
+    /// Serves `data`; every registered kind's listing that `data.lists` leaves out is empty.
+    pub async fn start(mut data: Data) -> Self {
+        for kind in clerk_sync_core::mirror::KINDS {
+            if let Some(listing) = kind.listing
+                && items(&data, listing.path).is_empty()
+            {
+                data.lists.entry(listing.path).or_default();
+            }
+        }
         let data = Arc::new(Mutex::new(data));
         let app = Router::new()
             .route("/v1/users", get(users))

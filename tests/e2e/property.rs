@@ -82,7 +82,7 @@ fn history(seed: u64) -> Vec<Event> {
             "users" => rng.usize(1..=4),
             "organizations" => rng.usize(1..=3),
             "memberships" => rng.usize(0..=5),
-            _ => rng.usize(0..=2),
+            _ => rng.usize(0..=1),
         };
         for i in 0..n {
             let parents = kind
