@@ -37,11 +37,11 @@ pub(crate) async fn page(
     let filter = query.filter.filter()?;
     let after = query.after.as_deref().filter(|a| !a.is_empty());
     let page = ops::list(&state.pool, &filter, after, PAGE_SIZE).await?;
-    if let (Some(q), None, [only]) = (&filter.q, after, page.rows.as_slice()) {
-        if only.svix_id.as_deref() == Some(q.as_str()) || only.job_id == *q {
-            let to = format!("/jobs/{}", layout::encode_segment(&only.job_id));
-            return Ok(Redirect::to(&to).into_response());
-        }
+    if let (Some(q), None, [only]) = (&filter.q, after, page.rows.as_slice())
+        && (only.svix_id.as_deref() == Some(q.as_str()) || only.job_id == *q)
+    {
+        let to = format!("/jobs/{}", layout::encode_segment(&only.job_id));
+        return Ok(Redirect::to(&to).into_response());
     }
     let ctx = layout::Ctx::of(&state);
     let pairs = filter_pairs(&filter);

@@ -48,14 +48,6 @@ pub(crate) async fn page(
     let body = html! {
         h1 { (x.kind.unwrap_or("Object")) " " span.mono { (x.clerk_id) } }
         p { a href={"/jobs?q=" (layout::encode_query(&x.clerk_id))} { "Its jobs" } }
-        h2 { "Mirror row now" }
-        @match &x.mirror {
-            Some(m) => {
-                p.muted { (m.table) }
-                pre id="mirror-row" { (serde_json::to_string_pretty(&m.row).unwrap_or_default()) }
-            }
-            None => p.muted id="mirror-row" { "No mirror row." },
-        }
         h2 { "Stored events, by version" }
         table id="events" {
             thead { tr {
@@ -74,6 +66,14 @@ pub(crate) async fn page(
                     }
                 }
             }
+        }
+        h2 { "Mirror row now" }
+        @match &x.mirror {
+            Some(m) => {
+                p.muted { (m.table) }
+                pre id="mirror-row" { (serde_json::to_string_pretty(&m.row).unwrap_or_default()) }
+            }
+            None => p.muted id="mirror-row" { "No mirror row." },
         }
     };
     Ok(Html(layout::page(&x.clerk_id, &ctx, body).into_string()))
