@@ -18,10 +18,16 @@ const NO_MALLORY: &str =
 const XSS: &str = "<script>alert(1)</script>";
 const TOKEN: &str = "console-test-token-0123456789";
 
+/// Where screenshots go: `CONSOLE_SCREENSHOTS` (relative to the repository; the README's are
+/// made with `CONSOLE_SCREENSHOTS=docs/console`), else the temporary directory.
 fn screenshot(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/console")
-        .join(name)
+    let dir = match std::env::var("CONSOLE_SCREENSHOTS") {
+        Ok(dir) => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(dir),
+        Err(_) => std::env::temp_dir().join("clerk-sync-console-screenshots"),
+    };
+    dir.join(name)
 }
 
 async fn svix_id(app: &TestApp, object: &str) -> (String, String) {
