@@ -4,10 +4,16 @@
 mod error;
 mod metrics;
 mod routes;
+mod serve;
 mod store;
 mod verify;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::{Future, IntoFuture as _},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use axum::{Router, routing::get, routing::post};
@@ -15,6 +21,7 @@ use clap::Parser;
 use clerk_sync_core::{
     config::{DatabaseArgs, LogArgs},
     exit::Validate,
+    readiness::Readiness,
     webhook::Secrets,
 };
 use secrecy::{ExposeSecret as _, SecretString};
@@ -46,9 +53,14 @@ pub struct Config {
     )]
     pub clerk_webhook_secret: SecretString,
 
-    /// Address to listen on.
+    /// Address to listen on: `POST /webhooks/clerk`, and `/healthz`, `/readyz`.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
+
+    /// Address of the operators' listener: `/metrics`, `/healthz`, `/readyz` (kept off the
+    /// public webhook port, so a public ingest does not publish its counts).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9092")]
+    pub metrics_addr: SocketAddr,
 
     /// Largest accepted request body; larger ones get 413 without being read whole
     /// [1024..=67108864].
@@ -104,12 +116,16 @@ pub struct Settings {
 pub(crate) struct AppState {
     pool: PgPool,
     settings: Settings,
+    readiness: Readiness,
 }
 
-/// The ingest service, bound to its listener (port 0 in tests) but not yet serving.
+/// The ingest service, bound to its listeners (port 0 in tests) but not yet serving.
 pub struct App {
     listener: TcpListener,
+    request_timeout: Duration,
     router: Router,
+    metrics_listener: TcpListener,
+    metrics_router: Router,
 }
 
 impl App {
@@ -134,29 +150,56 @@ impl App {
             },
         )
         .await?;
-        Self::with_pool(config.listen_addr, pool, settings).await
+        Self::with_pool(config.listen_addr, config.metrics_addr, pool, settings).await
     }
 
+    /// Binds the webhook listener on `addr` and the metrics listener on `metrics_addr`.
     pub async fn with_pool(
         addr: SocketAddr,
+        metrics_addr: SocketAddr,
         pool: PgPool,
         settings: Settings,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("LISTEN_ADDR: cannot listen on {addr}"))?;
-        let state = Arc::new(AppState { pool, settings });
+        let metrics_listener = TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("METRICS_ADDR: cannot listen on {metrics_addr}"))?;
+        let request_timeout = settings.request_timeout;
+        let readiness = Readiness::start(&pool).await;
+        let state = Arc::new(AppState {
+            pool,
+            settings,
+            readiness,
+        });
+        // Load balancers and Kubernetes may probe the webhook port: it answers /healthz and
+        // /readyz too, but never /metrics.
         let router = Router::new()
             .route("/webhooks/clerk", post(routes::receive))
             .route("/healthz", get(routes::healthz))
             .route("/readyz", get(routes::readyz))
+            .with_state(state.clone());
+        let metrics_router = Router::new()
             .route("/metrics", get(routes::metrics))
+            .route("/healthz", get(routes::healthz))
+            .route("/readyz", get(routes::readyz))
             .with_state(state);
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            request_timeout,
+            router,
+            metrics_listener,
+            metrics_router,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.local_addr().expect("bound listener")
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests
@@ -165,10 +208,19 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let metrics = tokio::spawn({
+            let mut stop = stop.clone();
+            axum::serve(self.metrics_listener, self.metrics_router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .into_future()
+        });
+        serve::serve(self.listener, self.router, self.request_timeout, shutdown).await;
+        let _ = stop_tx.send(true);
+        drop(stop);
+        let _ = metrics.await;
         tracing::info!("clerk-sync-ingest stopped");
         Ok(())
     }

@@ -6,16 +6,21 @@
 //!   letters), and the one place that writes a job's outcome;
 //! - `handler`: the apalis handler that hands each claimed job to the pipeline;
 //! - `supervisor`: the apalis worker that claims (and heartbeats, and rescues the jobs of
-//!   dead workers), rebuilt under a fresh name when the database drops it;
+//!   workers that stopped heartbeating), rebuilt under a fresh name when the database drops
+//!   it;
+//! - `session` and `rescue`: each claiming worker holds its database session (an advisory
+//!   lock); the jobs of a worker whose session ended are rescued within a second;
 //! - `wakeup`: claiming on every NOTIFY of a new job, and on a timer;
 //! - `retention`: pruning that never touches dead letters;
-//! - `server` and `metrics`: `/metrics` and `/healthz` on `METRICS_ADDR`.
+//! - `server` and `metrics`: `/metrics`, `/healthz` and `/readyz` on `METRICS_ADDR`.
 
 mod handler;
 pub mod metrics;
 pub mod pipeline;
+mod rescue;
 mod retention;
 mod server;
+mod session;
 mod supervisor;
 mod wakeup;
 
@@ -109,7 +114,7 @@ pub struct Config {
     #[arg(long, env = "KEEP_DELETED_USER_DATA")]
     pub keep_deleted_user_data: bool,
 
-    /// Serves `/metrics` and `/healthz`.
+    /// Serves `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091")]
     pub metrics_addr: SocketAddr,
 
@@ -296,8 +301,10 @@ impl Worker {
             self.settings.retention_interval,
             stop.clone(),
         ));
+        let rescue = tokio::spawn(rescue::run(self.pool.clone(), stop.clone()));
         supervisor::run(self.pool, self.settings, self.pipeline, stop).await;
         retention.abort();
+        rescue.abort();
         let _ = server.await;
         tracing::info!("clerk-sync-worker stopped");
         Ok(())
