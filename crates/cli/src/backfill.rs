@@ -214,7 +214,7 @@ pub async fn run(
         std::time::Duration::from_millis(args.clerk_api_timeout_ms),
     );
     api.max_retries = args.max_retries;
-    api.retry_base = std::time::Duration::from_millis(args.retry_base_delay_ms);
+    api.backoff.base = std::time::Duration::from_millis(args.retry_base_delay_ms);
     let mut results = Vec::new();
     for kind in kinds {
         let counts = backfill_kind(pool, &mut api, kind, args)

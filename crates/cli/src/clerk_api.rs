@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use clerk_sync_core::backoff::Backoff;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
@@ -14,7 +15,8 @@ pub struct ClerkApi {
     secret: SecretString,
     client: http::Client,
     pub max_retries: u32,
-    pub retry_base: Duration,
+    /// The wait between retried failures (429s wait their `Retry-After` instead).
+    pub backoff: Backoff,
     /// Requests answered, and how many were 429s or retried failures (for the summary).
     pub requests: u64,
     pub throttled: u64,
@@ -41,7 +43,7 @@ impl ClerkApi {
             secret,
             client: http::client_with_timeout(timeout),
             max_retries: 8,
-            retry_base: Duration::from_millis(500),
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
             requests: 0,
             throttled: 0,
             retried: 0,
@@ -151,11 +153,7 @@ impl ClerkApi {
 
     fn backoff(&mut self, failures: u32, why: &str) -> Duration {
         self.retried += 1;
-        let ceiling = self
-            .retry_base
-            .saturating_mul(2u32.saturating_pow(failures - 1))
-            .min(Duration::from_secs(30));
-        let wait = ceiling / 2 + (ceiling / 2).mul_f64(fastrand::f64());
+        let wait = self.backoff.delay(failures);
         tracing::warn!(
             attempt = failures,
             retry_in_ms = wait.as_millis() as u64,

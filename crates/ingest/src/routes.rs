@@ -4,20 +4,53 @@ use std::{
 };
 
 use axum::{
-    Json,
+    Json, Router,
     body::{Body, Bytes},
     extract::{Request, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
+    routing::{get, post},
 };
-use clerk_sync_core::event::Summary;
+use clerk_sync_core::{event::Summary, readiness::Readiness};
 use http_body_util::BodyExt as _;
+use sqlx::PgPool;
 
 use crate::{
-    AppState, IngestError, metrics,
+    error::IngestError,
+    metrics,
+    settings::Settings,
     store::{self, Stored},
     verify::{self, SvixHeaders},
 };
+
+/// What the handlers share.
+pub(crate) struct AppState {
+    pool: PgPool,
+    settings: Settings,
+    readiness: Readiness,
+}
+
+/// The public listener's routes and the metrics listener's (`METRICS_ADDR`). Load balancers
+/// and Kubernetes may probe the webhook port: it answers `/healthz` and `/readyz` too, but
+/// never `/metrics`.
+pub(crate) fn routers(pool: PgPool, settings: Settings, readiness: Readiness) -> (Router, Router) {
+    let state = Arc::new(AppState {
+        pool,
+        settings,
+        readiness,
+    });
+    let public = Router::new()
+        .route("/webhooks/clerk", post(receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state.clone());
+    let operators = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    (public, operators)
+}
 
 /// `POST /webhooks/clerk`.
 pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::stopped;
+use clerk_sync_core::shutdown::stopped;
 
 pub const RESCUE_EVERY: Duration = Duration::from_millis(500);
 

@@ -11,7 +11,9 @@ use clerk_sync_core::readiness::Readiness;
 use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{metrics, stopped};
+use clerk_sync_core::shutdown::stopped;
+
+use crate::metrics;
 
 pub async fn serve(listener: TcpListener, pool: PgPool, stop: watch::Receiver<bool>) {
     async fn render(State((pool, _)): State<(PgPool, Readiness)>) -> impl IntoResponse {

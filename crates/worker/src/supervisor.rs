@@ -13,7 +13,9 @@ use clerk_sync_core::{backoff::Backoff, jobs::QUEUE};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::{Settings, handler, pipeline::Pipeline, session::Session, stopped, wakeup::Wakeups};
+use clerk_sync_core::shutdown::stopped;
+
+use crate::{handler, pipeline::Pipeline, session::Session, settings::Settings, wakeup::Wakeups};
 
 pub async fn run(
     pool: PgPool,

@@ -52,6 +52,9 @@ mod memberships;
 mod organizations;
 mod users;
 
+#[cfg(test)]
+mod tests;
+
 use std::{borrow::Cow, collections::BTreeMap, sync::OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -663,12 +666,4 @@ async fn lock_parents(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Every sample event of every kind, plus the samples of types we do not mirror.
-pub fn samples() -> impl Iterator<Item = &'static Sample> {
-    KINDS
-        .iter()
-        .flat_map(|k| k.samples.iter())
-        .chain(crate::samples::OTHER.iter())
 }
