@@ -13,4 +13,5 @@ mod property;
 mod rls;
 mod security;
 mod slow_clients;
+mod soak;
 mod worker;

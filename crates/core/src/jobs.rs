@@ -337,6 +337,25 @@ pub async fn rescue_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .map(|n: i64| n as u64)
 }
 
+/// Time from an event's arrival (`received_at`) to its job being done, in milliseconds, at
+/// each quantile of `quantiles` (0..=1), over every done job; empty without done jobs.
+pub async fn lag_quantiles_ms(pool: &PgPool, quantiles: &[f64]) -> Result<Vec<f64>, sqlx::Error> {
+    let row: Option<Vec<f64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"
+        SELECT percentile_cont($2::float8[]) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM j.done_at - e.received_at) * 1000)
+        FROM apalis.jobs j JOIN clerk_sync.webhook_events e ON e.job_id = j.id
+        WHERE j.job_type = $1 AND {done}
+        "#,
+        done = JobState::Done.condition(),
+    )))
+    .bind(QUEUE)
+    .bind(quantiles)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.unwrap_or_default())
+}
+
 /// The queue as operators see it: jobs by state, the oldest pending job's age, events stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
