@@ -88,15 +88,18 @@ async fn soak_with_worker_kills_and_postgres_restarts_loses_nothing() {
                 let id = format!("user_soak{i}");
                 i += 1;
                 let d = signer.sign(&user_event("created", &id, 1_760_000_000_000, "Soak"));
-                let (http, endpoint, acked, refused) =
-                    (http.clone(), endpoint.clone(), acked.clone(), refused.clone());
+                let (http, endpoint, acked, refused) = (
+                    http.clone(),
+                    endpoint.clone(),
+                    acked.clone(),
+                    refused.clone(),
+                );
                 deliveries.push(tokio::spawn(async move {
                     // Svix backs off between retries; so does this sender (0.5 s doubling
                     // to 8 s), or a backlog of retries would itself overload ingest.
                     let mut wait = Duration::from_millis(500);
                     loop {
-                        match request(&http, "POST", &endpoint, &d.headers(), d.body.clone())
-                            .await
+                        match request(&http, "POST", &endpoint, &d.headers(), d.body.clone()).await
                         {
                             Ok(a) if a.status / 100 == 2 => {
                                 acked.lock().unwrap().push(id);
@@ -125,7 +128,7 @@ async fn soak_with_worker_kills_and_postgres_restarts_loses_nothing() {
     let mut rss: Vec<(u64, String, u64)> = Vec::new();
     let (mut next_kill, mut next_restart, mut next_sample) =
         (kill_every, restart_every, Duration::ZERO);
-    let (mut kills, mut restarts) = (0, 0);
+    let (mut kills, mut restarts, mut respawns) = (0, 0, 0);
     while started.elapsed() < run_for {
         let now = started.elapsed();
         if now >= next_sample {
@@ -141,6 +144,14 @@ async fn soak_with_worker_kills_and_postgres_restarts_loses_nothing() {
             }
             next_sample += Duration::from_secs(10);
         }
+        // A worker started while PostgreSQL is down exits at its start-up check (as it
+        // should); its supervisor (Kubernetes, systemd) starts it again, and so does this.
+        for (i, w) in workers.iter_mut().enumerate() {
+            if w.try_wait().unwrap().is_some() {
+                respawns += 1;
+                *w = spawn_worker_with(&url, &format!("{label}-w{i}-r{respawns}"), &worker_env);
+            }
+        }
         if now >= next_kill {
             let i = kills % workers.len();
             signal(&workers[i], "KILL");
@@ -154,7 +165,9 @@ async fn soak_with_worker_kills_and_postgres_restarts_loses_nothing() {
             tokio::task::spawn_blocking(move || c.stop()).await.unwrap();
             tokio::time::sleep(Duration::from_secs(2)).await;
             let c = cluster.clone();
-            tokio::task::spawn_blocking(move || c.start()).await.unwrap();
+            tokio::task::spawn_blocking(move || c.start())
+                .await
+                .unwrap();
             restarts += 1;
             next_restart += restart_every;
         }
@@ -180,7 +193,8 @@ async fn soak_with_worker_kills_and_postgres_restarts_loses_nothing() {
         .unwrap();
     println!(
         "soak: {secs} s at {rate}/s: {sent} events sent, {} acknowledged, {} refusals retried, \
-         {kills} worker kills, {restarts} PostgreSQL restarts; lost {lost}; dead {}; \
+         {kills} worker kills, {restarts} PostgreSQL restarts, {respawns} workers started again after \
+         exiting at start-up; lost {lost}; dead {}; \
          lag p50 {:.0} ms, p99 {:.0} ms",
         acked.len(),
         refused.lock().unwrap(),
