@@ -229,3 +229,85 @@ async fn the_jobs_of_a_killed_worker_are_done_elsewhere_within_two_seconds() {
         .await;
     assert_eq!(users, 5);
 }
+
+/// During a rolling upgrade, workers of the previous release hold no session lock: the fast
+/// rescue must leave their jobs alone (heartbeats cover them), and rescue only the jobs of
+/// workers that did hold one and lost it.
+#[tokio::test]
+async fn the_fast_rescue_leaves_the_jobs_of_workers_without_a_session_lock_alone() {
+    let app = TestApp::builder().without_worker().start().await;
+    for i in 0..2 {
+        app.post(&user_event(
+            "created",
+            &format!("user_upgrade{i}"),
+            1_760_000_000_000,
+            "Up",
+        ))
+        .await;
+    }
+    let old = "clerk-sync-worker-1-01OLDRELEASE0000000000000";
+    let new = format!(
+        "clerk-sync-worker-2-01NEWRELEASE0000000000000{}",
+        jobs::SESSION_SUFFIX
+    );
+    for name in [old, new.as_str()] {
+        sqlx::query(
+            "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen) \
+             VALUES ($1, $2, 'PgStorage', '', now())",
+        )
+        .bind(name)
+        .bind(jobs::QUEUE)
+        .execute(app.pool())
+        .await
+        .unwrap();
+        let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.get_jobs($1, $2, 1)")
+            .bind(name)
+            .bind(jobs::QUEUE)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+        assert_eq!(claimed, 1);
+    }
+    // Neither holds its session lock: only the new-style worker's job is rescued.
+    assert_eq!(jobs::rescue_orphans(app.pool()).await.unwrap(), 1);
+    let rows = jobs::find(app.pool(), None).await.unwrap();
+    let states: Vec<(JobState, Option<&str>)> = rows
+        .iter()
+        .map(|j| (j.state, j.lock_by.as_deref()))
+        .collect();
+    assert!(
+        states.contains(&(JobState::Running, Some(old))),
+        "{states:?}"
+    );
+    assert!(states.contains(&(JobState::Pending, None)), "{states:?}");
+    // A worker that holds its lock keeps its jobs.
+    let held = format!(
+        "clerk-sync-worker-3-01HELD00000000000000000000{}",
+        jobs::SESSION_SUFFIX
+    );
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen) \
+         VALUES ($1, $2, 'PgStorage', '', now())",
+    )
+    .bind(&held)
+    .bind(jobs::QUEUE)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let mut session = PgConnection::connect(&app.db.url).await.unwrap();
+    assert!(jobs::lock_session(&mut session, &held).await.unwrap());
+    let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.get_jobs($1, $2, 1)")
+        .bind(&held)
+        .bind(jobs::QUEUE)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(claimed, 1);
+    assert_eq!(jobs::rescue_orphans(app.pool()).await.unwrap(), 0);
+    // Its session ends: the job is rescued at the next pass.
+    session.close().await.unwrap();
+    eventually(Duration::from_secs(5), "the rescue", || async {
+        (jobs::rescue_orphans(app.pool()).await.unwrap() == 1).then_some(())
+    })
+    .await;
+}
