@@ -4,6 +4,7 @@ mod backfill;
 mod errors;
 mod faults;
 mod ingest;
+mod kinds;
 mod network;
 mod observability;
 mod operator;
