@@ -62,7 +62,7 @@ async fn soak_with_worker_kills_and_postgres_restarts_loses_nothing() {
     let port = free_port();
     let mut ingest = spawn_ingest(&url, port, &format!("{label}-ingest"), &[]);
     let worker_env = [("WORKER_CONCURRENCY", "256"), ("POLL_INTERVAL_MS", "500")];
-    let mut workers = vec![
+    let mut workers = [
         spawn_worker_with(&url, &format!("{label}-w0"), &worker_env),
         spawn_worker_with(&url, &format!("{label}-w1"), &worker_env),
     ];
