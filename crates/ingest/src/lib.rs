@@ -103,6 +103,7 @@ pub struct Settings {
 
 pub(crate) struct AppState {
     pool: PgPool,
+    store: store::Store,
     settings: Settings,
 }
 
@@ -145,7 +146,11 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("LISTEN_ADDR: cannot listen on {addr}"))?;
-        let state = Arc::new(AppState { pool, settings });
+        let state = Arc::new(AppState {
+            store: store::Store::new(pool.clone()),
+            pool,
+            settings,
+        });
         let router = Router::new()
             .route("/webhooks/clerk", post(routes::receive))
             .route("/healthz", get(routes::healthz))

@@ -15,7 +15,7 @@ use http_body_util::BodyExt as _;
 
 use crate::{
     AppState, IngestError, metrics,
-    store::{self, Stored},
+    store::Stored,
     verify::{self, SvixHeaders},
 };
 
@@ -111,17 +111,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestEr
         .map_or(0, |d| d.as_secs() as i64);
     let event = verify::verify(&state.settings.secrets, svix, &parts.headers, body, now)?;
     let summary = Summary::of(&event.body);
-    let stored = store::store(&state.pool, &event, &summary)
-        .await
-        .map_err(|e| {
-            // Logged here, once; the sender only learns that it should retry.
-            tracing::error!(
-                svix.id = %event.headers.id,
-                error = %clerk_sync_core::db::describe(&e),
-                "storing the event failed"
-            );
-            IngestError::Unavailable
-        })?;
+    let stored = state.store.store(&event, &summary).await.map_err(|e| {
+        // Logged here, once; the sender only learns that it should retry.
+        tracing::error!(
+            svix.id = %event.headers.id,
+            error = %clerk_sync_core::db::describe(&e),
+            "storing the event failed"
+        );
+        IngestError::Unavailable
+    })?;
     Ok(Accepted {
         stored,
         event_type: summary.event_type.unwrap_or_else(|| "(unparsed)".into()),
