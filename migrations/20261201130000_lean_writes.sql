@@ -12,6 +12,11 @@ DROP FUNCTION IF EXISTS apalis.notify_new_jobs();
 --    (apalis's later migrations made both and dropped neither).
 DROP INDEX IF EXISTS apalis.unique_job_id;
 DROP INDEX IF EXISTS apalis.lidx;
+--    idx_jobs_idempotency_key is unique on (job_type, idempotency_key) for apalis's own
+--    push with an idempotency key; clerk-sync never pushes through apalis and never sets
+--    one (its jobs are made once, by the statement that stores their event), so every
+--    insert, claim and ack only wrote a NULL entry into it.
+DROP INDEX IF EXISTS apalis.idx_jobs_idempotency_key;
 
 -- 3. webhook_events_type_idx (event_type, received_at) serves no shipped query: replay by
 --    type reaches events through job_id, retention through received_at. (object_idx stays:
