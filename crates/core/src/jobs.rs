@@ -551,11 +551,7 @@ pub async fn replay(pool: &PgPool, selection: Selection<'_>) -> Result<Vec<Strin
                         WHERE e.job_id = j.id AND e.event_type = $4)))
                    OR j.id = ANY($2))
             RETURNING j.id, j.job_type, j.run_at
-        ), woken AS (
-            SELECT pg_notify('{WAKEUP}',
-                json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text)
-            FROM replayed
-        )
+        ), woken AS ({WAKE} FROM (SELECT 1 FROM replayed LIMIT 1) r)
         SELECT r.id FROM replayed r, (SELECT count(*) FROM woken) w ORDER BY r.id
         "#,
         dead = JobState::Dead.condition(),
@@ -564,6 +560,8 @@ pub async fn replay(pool: &PgPool, selection: Selection<'_>) -> Result<Vec<Strin
     .bind(ids.unwrap_or(&[]))
     .bind(all)
     .bind(event_type)
+    .bind(WAKEUP)
+    .bind(wakeup_payload())
     .fetch_all(pool)
     .await
 }
