@@ -18,7 +18,7 @@ DROP INDEX IF EXISTS apalis.lidx;
 --    insert, claim and ack only wrote a NULL entry into it.
 DROP INDEX IF EXISTS apalis.idx_jobs_idempotency_key;
 
--- 3. webhook_events_type_idx (event_type, received_at) serves no shipped query: replay by
---    type reaches events through job_id, retention through received_at. (object_idx stays:
---    docs/operations.md finds an object's events by it.)
-DROP INDEX IF EXISTS clerk_sync.webhook_events_type_idx;
+-- The event store keeps its indexes: each serves a shipped query (svix_id: ingest's
+-- ON CONFLICT; job_id: listings and replay by type join events to jobs; received_at:
+-- retention; event_type: `jobs --type` and the console's filter, through core::ops;
+-- object_id: an object's history in core::ops and docs/operations.md).

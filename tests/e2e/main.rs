@@ -1,9 +1,11 @@
 //! End-to-end tests: real PostgreSQL, real HTTP, real signatures, real binaries.
 
 mod backfill;
+mod console;
 mod errors;
 mod faults;
 mod ingest;
+mod kinds;
 mod observability;
 mod operator;
 mod pooler;
