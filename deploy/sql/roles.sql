@@ -29,7 +29,9 @@ $$;
 -- bodies back, touch the mirror, or change or delete any job.
 GRANT USAGE ON SCHEMA clerk_sync, apalis TO clerk_sync_ingest;
 GRANT INSERT ON clerk_sync.webhook_events TO clerk_sync_ingest;
-GRANT SELECT (id, svix_id) ON clerk_sync.webhook_events TO clerk_sync_ingest;
+-- (job_id: the one statement that stores a batch of events enqueues their jobs from what
+-- the event insert returns.)
+GRANT SELECT (id, svix_id, job_id) ON clerk_sync.webhook_events TO clerk_sync_ingest;
 GRANT INSERT ON apalis.jobs TO clerk_sync_ingest;
 
 -- worker: claim and finish jobs, read stored events, write the mirror, keep errors, prune.

@@ -235,9 +235,12 @@ async fn slow_database_and_full_pool_give_503_quickly_then_recover() {
         started.elapsed()
     );
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
-    // The sender retries; now all are stored, once.
+    // The sender retries; now all are stored, once. (A delivery whose statement was already
+    // waiting on the lock when its request timed out commits once the lock is gone: its
+    // retry is answered as a duplicate, 200.)
     for d in &deliveries {
-        assert_eq!(ingest.deliver(d).await.status, 202);
+        let status = ingest.deliver(d).await.status;
+        assert!(status == 202 || status == 200, "{status}");
     }
     assert_eq!(
         db.count("SELECT count(*) FROM clerk_sync.webhook_events")

@@ -110,6 +110,123 @@ async fn hundred_concurrent_deliveries_of_one_svix_id_store_one_event_and_one_jo
     assert_eq!(stored(db).await, (1, 1));
 }
 
+/// Deliveries that arrive together are stored together (group commit), each answered for
+/// itself: a duplicate among them, of a neighbour or of an event stored before, is a 2xx
+/// no-op and fails nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_with_duplicates_are_each_stored_once_and_answered_right() {
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
+    let body = sample("user.created");
+    let earlier = ingest.signer.sign(&body);
+    assert_eq!(ingest.deliver(&earlier).await.status, 202);
+    let distinct: Vec<Delivery> = (0..150).map(|_| ingest.signer.sign(&body)).collect();
+    // Every tenth delivery twice more, and the earlier one three times.
+    let mut all: Vec<Delivery> = distinct.clone();
+    for d in distinct.iter().step_by(10) {
+        all.push(d.clone());
+        all.push(d.clone());
+    }
+    all.extend(std::iter::repeat_n(earlier.clone(), 3));
+    let answers = futures::future::join_all(all.iter().map(|d| ingest.deliver(d))).await;
+
+    for d in &distinct {
+        let statuses: Vec<u16> = all
+            .iter()
+            .zip(&answers)
+            .filter(|(a, _)| a.id == d.id)
+            .map(|(_, answer)| answer.status)
+            .collect();
+        assert_eq!(
+            statuses.iter().filter(|&&s| s == 202).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|&s| s == 202 || s == 200),
+            "{statuses:?}"
+        );
+    }
+    let earlier_again = all.iter().zip(&answers).filter(|(d, _)| d.id == earlier.id);
+    for (_, answer) in earlier_again {
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(answer.body.contains("duplicate"), "{answer:?}");
+    }
+    assert_eq!(stored(db).await, (151, 151));
+    // Each event was written with its job by one statement (same transaction), and
+    // deliveries that arrived while a commit was in flight shared the next one.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM clerk_sync.webhook_events e JOIN apalis.jobs j ON j.id = e.job_id \
+             WHERE e.xmin::text = j.xmin::text"
+        )
+        .await,
+        151
+    );
+    let commits = db
+        .count("SELECT count(DISTINCT xmin::text) FROM clerk_sync.webhook_events")
+        .await;
+    assert!(
+        commits < 151,
+        "{commits} commits for 151 events: no group commit"
+    );
+}
+
+/// A statement that fails fails every delivery stored with it: all are answered 503 and
+/// none is stored; deliveries answered 2xx are all stored; the 503s store on redelivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_is_503_for_all_its_deliveries_and_nothing_acknowledged_is_lost() {
+    let app = TestApp::builder().without_worker().start().await;
+    let (db, ingest) = (&app.db, &app.ingest);
+    let body = sample("user.updated");
+    let deliveries: Vec<Delivery> = (0..120).map(|_| ingest.signer.sign(&body)).collect();
+    let poison = &deliveries[60];
+    app.sql(&format!(
+        r#"
+        CREATE FUNCTION public.refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.svix_id = '{}' THEN RAISE EXCEPTION 'injected failure'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_one BEFORE INSERT ON clerk_sync.webhook_events
+        FOR EACH ROW EXECUTE FUNCTION public.refuse_one();
+        "#,
+        poison.id
+    ))
+    .await;
+    let answers = futures::future::join_all(deliveries.iter().map(|d| ingest.deliver(d))).await;
+    let mut refused = Vec::new();
+    for (d, answer) in deliveries.iter().zip(&answers) {
+        let rows = db
+            .count(&format!(
+                "SELECT count(*) FROM clerk_sync.webhook_events WHERE svix_id = '{}'",
+                d.id
+            ))
+            .await;
+        match answer.status {
+            202 => assert_eq!(rows, 1, "acknowledged but not stored: {answer:?}"),
+            503 => {
+                assert_eq!(rows, 0, "answered 503 but stored: {answer:?}");
+                refused.push(d);
+            }
+            _ => panic!("{answer:?}"),
+        }
+    }
+    assert!(refused.iter().any(|d| d.id == poison.id));
+    let (events, jobs) = stored(db).await;
+    assert_eq!(
+        (events, jobs),
+        (120 - refused.len() as i64, 120 - refused.len() as i64)
+    );
+
+    app.sql("DROP TRIGGER refuse_one ON clerk_sync.webhook_events")
+        .await;
+    for d in refused {
+        assert_eq!(ingest.deliver(d).await.status, 202);
+    }
+    assert_eq!(stored(db).await, (120, 120));
+}
+
 #[tokio::test]
 async fn signature_from_another_secret_is_401_and_nothing_is_stored() {
     let app = TestApp::builder().without_worker().start().await;

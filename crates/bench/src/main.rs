@@ -41,6 +41,17 @@ enum Cmd {
         concurrency: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Load the stand-in of the seed's recipe (`recipe-serve`) instead of ingest.
+        #[arg(long)]
+        recipe: bool,
+    },
+    /// The seed's recipe (/work/shared/seed/, a Supabase Edge Function) as a tiny server:
+    /// verify the signature, one upsert of the user's columns into a plain table, answer
+    /// the row. What clerk-sync is compared with; `load --recipe` starts it.
+    #[command(hide = true)]
+    RecipeServe {
+        #[arg(long)]
+        port: u16,
     },
     /// Store N events and their jobs directly (a backlog), in batches.
     Seed { events: usize },
@@ -112,7 +123,12 @@ struct Procs {
 
 impl Procs {
     fn spawn(&self, name: &str, env: &[(&str, &str)]) -> anyhow::Result<Child> {
+        self.spawn_with(name, &[], env)
+    }
+
+    fn spawn_with(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Child> {
         Command::new(self.bin_dir.join(name))
+            .args(args)
             .env("DATABASE_URL", &self.url)
             .env("CLERK_WEBHOOK_SECRET", SECRET)
             .env("LOG_FORMAT", "json")
@@ -138,6 +154,20 @@ impl Procs {
                 ("METRICS_ADDR", "127.0.0.1:0"),
             ],
         )?;
+        self.started(child, port).await
+    }
+
+    async fn recipe(&self, port: u16) -> anyhow::Result<Child> {
+        let port_arg = port.to_string();
+        let child = self.spawn_with(
+            "clerk-sync-bench",
+            &["recipe-serve", "--port", &port_arg],
+            &[],
+        )?;
+        self.started(child, port).await
+    }
+
+    async fn started(&self, child: Child, port: u16) -> anyhow::Result<Child> {
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -147,7 +177,7 @@ impl Procs {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        bail!("ingest did not start")
+        bail!("the server on port {port} did not start")
     }
 
     fn worker(&self) -> anyhow::Result<Child> {
@@ -215,11 +245,21 @@ async fn main() -> anyhow::Result<()> {
         url: format!("http://127.0.0.1:{port}/webhooks/clerk"),
     });
     let out = match cli.command {
+        Cmd::RecipeServe { port } => {
+            let pool = db::connect(&cli.database_url, "recipe", 16, Default::default()).await?;
+            recipe::serve(pool, port, Secrets::parse(SECRET)?).await?;
+            json!({})
+        }
         Cmd::Load {
             concurrency,
             seconds,
+            recipe,
         } => {
-            let ingest = procs.ingest(port).await?;
+            let ingest = if recipe {
+                procs.recipe(port).await?
+            } else {
+                procs.ingest(port).await?
+            };
             let deadline = Instant::now() + Duration::from_secs(seconds);
             let started = Instant::now();
             let tasks: Vec<_> = (0..concurrency)
@@ -231,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
                         while Instant::now() < deadline {
                             let t = Instant::now();
                             match sender.send(&format!("user_load_{c}_{i}")).await {
-                                Ok(202) => lat.push(t.elapsed().as_micros() as u64),
+                                Ok(200..=299) => lat.push(t.elapsed().as_micros() as u64),
                                 _ => bad += 1,
                             }
                             i += 1;
@@ -270,6 +310,8 @@ async fn main() -> anyhow::Result<()> {
                 .bind(&data["data"])
                 .execute(&pool)
                 .await?;
+            sqlx::raw_sql(LIMIT_TABLES).execute(&pool).await?;
+            std::fs::write(dir.join("limit.sql"), LIMIT_SQL)?;
             std::fs::write(dir.join("ingest.sql"), INGEST_SQL)?;
             std::fs::write(dir.join("upsert.sql"), upsert_script()?)?;
             json!({"written": dir})
@@ -431,22 +473,48 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What ingest runs for one new delivery (crates/ingest/src/store.rs and apalis's
-/// push_tasks), with pgbench variables for the unique parts. (pgbench reads a colon
-/// followed by a name as a variable even inside literals, hence `chr(58)`.)
+/// The limit: the cheapest single statement that stores the durable facts of a delivery
+/// (the raw event under its unique svix-id, and a job a worker can claim) in two plain
+/// tables, with pgbench variables for the unique parts. (pgbench reads a colon followed by
+/// a name as a variable even inside literals.)
+const LIMIT_SQL: &str = r#"\set n random(1, 2000000000)
+WITH e AS (
+    INSERT INTO public.limit_events (svix_id, headers, body)
+    SELECT 'pgb_' || :client_id || '_' || :n || '_' || txid_current(),
+           jsonb_build_object('svix-id', 'msg_x', 'svix-timestamp', '1760000000', 'svix-signature', 'v1,abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG='),
+           f.body
+    FROM public.bench_fixture f
+    ON CONFLICT (svix_id) DO NOTHING RETURNING id)
+INSERT INTO public.limit_jobs (event_id) SELECT id FROM e;
+"#;
+
+const LIMIT_TABLES: &str = "DROP TABLE IF EXISTS public.limit_events, public.limit_jobs;
+CREATE TABLE public.limit_events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    svix_id text NOT NULL UNIQUE, headers jsonb NOT NULL, body bytea NOT NULL);
+CREATE TABLE public.limit_jobs (event_id bigint PRIMARY KEY);";
+
+/// What ingest runs for one lone delivery (`jobs::store_events` with one row: the event,
+/// its apalis job and the wake-up in one statement), with pgbench variables for the
+/// unique parts. (`chr(58)`: pgbench would read the queue name's colon as a variable.)
 const INGEST_SQL: &str = r#"\set n random(1, 2000000000)
-BEGIN;
-INSERT INTO clerk_sync.webhook_events (svix_id, headers, body, event_type, object_id, event_timestamp, job_id)
-SELECT 'pgb_' || :client_id || '_' || :n || '_' || txid_current(),
-       jsonb_build_object('svix-id', 'msg_x', 'svix-timestamp', '1760000000', 'svix-signature', 'v1,abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG='),
-       f.body, 'user.created', 'user_x', now(), 'j' || :client_id || '_' || :n || '_' || txid_current()
-FROM public.bench_fixture f
-ON CONFLICT (svix_id) DO NOTHING RETURNING id;
-INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key)
-VALUES ('j' || :client_id || '_' || :n || '_' || txid_current(), 'clerk-sync' || chr(58) || 'event',
-        convert_to(CAST(jsonb_build_object('event_id', 1) AS text), 'UTF8'), 'Pending', 0, 1000,
-        to_timestamp(CAST(extract(epoch FROM now()) AS bigint) - 1), 0, hstore(CAST(ARRAY[] AS text[])), NULL);
-COMMIT;
+WITH stored AS (
+    INSERT INTO clerk_sync.webhook_events (svix_id, headers, body, event_type, object_id, event_timestamp, job_id)
+    SELECT 'pgb_' || :client_id || '_' || :n || '_' || txid_current(),
+           jsonb_build_object('svix-id', 'msg_x', 'svix-timestamp', '1760000000', 'svix-signature', 'v1,abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG='),
+           f.body, 'user.created', 'user_x', now(), 'j' || :client_id || '_' || :n || '_' || txid_current()
+    FROM public.bench_fixture f
+    ON CONFLICT (svix_id) DO NOTHING RETURNING id, svix_id, job_id
+), queued AS (
+    INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+    SELECT job_id, 'clerk-sync' || chr(58) || 'event', convert_to(json_build_object('event_id', id)::text, 'UTF8'),
+           'Pending', 0, 1000, now(), 0
+    FROM stored RETURNING 1
+), woken AS (
+    SELECT pg_notify('apalis' || chr(58) || chr(58) || 'job' || chr(58) || chr(58) || 'insert',
+                     '{"job_type"' || chr(58) || '"clerk-sync' || chr(58) || 'event","id"' || chr(58) || '"00000000000000000000000000"}')
+    FROM (SELECT 1 FROM queued LIMIT 1) q
+)
+SELECT s.svix_id, s.id FROM stored s, (SELECT count(*) FROM woken) w;
 "#;
 
 /// The worker's users upsert (the statement `mirror::Kind::upsert_sql` builds, the same
@@ -470,4 +538,74 @@ fn upsert_script() -> anyhow::Result<String> {
         bail!("the users upsert has parameters the bench does not fill: {script}");
     }
     Ok(script)
+}
+
+/// The seed's recipe as a server (see [`Cmd::RecipeServe`]).
+mod recipe {
+    use std::sync::Arc;
+
+    use axum::{
+        body::Bytes,
+        extract::State,
+        http::{HeaderMap, StatusCode},
+        routing::post,
+    };
+    use clerk_sync_core::webhook::Secrets;
+    use serde_json::{Value, json};
+    use sqlx::PgPool;
+
+    pub async fn serve(pool: PgPool, port: u16, secrets: Secrets) -> anyhow::Result<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS public.recipe_users (id text PRIMARY KEY, \
+             first_name text, last_name text, avatar_url text, created_at timestamptz, \
+             updated_at timestamptz)",
+        )
+        .execute(&pool)
+        .await?;
+        let app = axum::Router::new()
+            .route("/webhooks/clerk", post(receive))
+            .with_state((pool, Arc::new(secrets)));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        axum::serve(listener, app).await?;
+        Ok(())
+    }
+
+    async fn receive(
+        State((pool, secrets)): State<(PgPool, Arc<Secrets>)>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> (StatusCode, String) {
+        if secrets.verify(&body, &headers).is_err() {
+            return (StatusCode::BAD_REQUEST, "invalid signature".into());
+        }
+        let Ok(event) = serde_json::from_slice::<Value>(&body) else {
+            return (StatusCode::BAD_REQUEST, "invalid JSON".into());
+        };
+        let d = &event["data"];
+        let seconds = |v: &Value| v.as_f64().map(|ms| ms / 1000.0);
+        let row: Result<Value, _> = sqlx::query_scalar(
+            "INSERT INTO public.recipe_users AS u \
+                 (id, first_name, last_name, avatar_url, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, to_timestamp($5), to_timestamp($6)) \
+             ON CONFLICT (id) DO UPDATE SET first_name = excluded.first_name, \
+                 last_name = excluded.last_name, avatar_url = excluded.avatar_url, \
+                 updated_at = excluded.updated_at \
+             RETURNING to_jsonb(u)",
+        )
+        .bind(d["id"].as_str())
+        .bind(d["first_name"].as_str())
+        .bind(d["last_name"].as_str())
+        .bind(d["image_url"].as_str())
+        .bind(seconds(&d["created_at"]))
+        .bind(seconds(&d["updated_at"]))
+        .fetch_one(&pool)
+        .await;
+        match row {
+            Ok(user) => (StatusCode::OK, json!({ "user": user }).to_string()),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }).to_string(),
+            ),
+        }
+    }
 }

@@ -145,28 +145,112 @@ pub fn new_job_id() -> ulid::Ulid {
 }
 
 /// Enqueues the jobs of stored events (job id, event id) inside the caller's transaction,
-/// in one statement. apalis's insert trigger wakes the workers when the transaction commits.
+/// in one statement that also wakes the workers (once, when the transaction commits).
 pub async fn enqueue(
     conn: &mut PgConnection,
     jobs: &[(ulid::Ulid, i64)],
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<String> = jobs.iter().map(|(id, _)| id.to_string()).collect();
     let events: Vec<i64> = jobs.iter().map(|(_, event)| *event).collect();
-    sqlx::query(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         r#"
-        INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-        SELECT j.id, $3, convert_to(json_build_object('event_id', j.event_id)::text, 'UTF8'),
-               'Pending', 0, $4, now(), 0
-        FROM unnest($1::text[], $2::int8[]) AS j(id, event_id)
-        "#,
-    )
+        WITH queued AS (
+            {INSERT_JOBS}
+            SELECT j.id, j.event_id
+            FROM unnest($1::text[], $2::int8[]) AS j(id, event_id)) s
+            RETURNING id
+        ), woken AS ({WAKE} FROM (SELECT 1 FROM queued LIMIT 1) q)
+        SELECT count(*) FROM woken
+        "#
+    )))
     .bind(&ids)
     .bind(&events)
     .bind(QUEUE)
     .bind(JOB_MAX_ATTEMPTS)
+    .bind(WAKEUP)
+    .bind(wakeup_payload())
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The insert of new jobs, over a `SELECT` of (job id, event id) that follows it; binds
+/// `$3` = [`QUEUE`] and `$4` = [`JOB_MAX_ATTEMPTS`].
+const INSERT_JOBS: &str = "\
+    INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
+    SELECT id, $3, convert_to(json_build_object('event_id', event_id)::text, 'UTF8'),
+           'Pending', 0, $4, now(), 0
+    FROM (";
+
+/// One wake-up, over a `FROM` that follows it: binds `$5` = [`WAKEUP`] and `$6` =
+/// [`wakeup_payload`]. Migration `20261201130000_lean_writes.sql` replaced apalis's
+/// per-row insert trigger with this: the payload is the same for every job, so the
+/// notifications of one transaction fold into one.
+const WAKE: &str = "SELECT pg_notify($5, $6)";
+
+/// The wake-up's payload: apalis's listener wants a queue and a job id, and only wakes a
+/// worker of that queue, which then claims whatever is due; the id is a fixed one.
+fn wakeup_payload() -> String {
+    serde_json::json!({ "job_type": QUEUE, "id": ulid::Ulid::nil().to_string() }).to_string()
+}
+
+/// A verified delivery to store: the raw event and what ingest parsed from it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub svix_id: &'a str,
+    /// The svix-id, svix-timestamp and svix-signature headers as delivered.
+    pub headers: &'a serde_json::Value,
+    pub body: &'a [u8],
+    pub event_type: Option<&'a str>,
+    pub object_id: Option<&'a str>,
+    pub event_timestamp: Option<DateTime<Utc>>,
+}
+
+/// Stores deliveries and their jobs in one statement (so in one commit when the caller
+/// runs it outside a transaction), waking the workers once. A svix-id stored before, or
+/// earlier in `events`, stores nothing: the result has one (svix-id, event id) per event
+/// stored, and none for a duplicate. ON CONFLICT waits for a concurrent insert of the same
+/// svix-id to commit or roll back, so of simultaneous deliveries exactly one is stored.
+pub async fn store_events(
+    conn: &mut PgConnection,
+    events: &[NewEvent<'_>],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let svix_ids: Vec<&str> = events.iter().map(|e| e.svix_id).collect();
+    let headers: Vec<&serde_json::Value> = events.iter().map(|e| e.headers).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body).collect();
+    let types: Vec<Option<&str>> = events.iter().map(|e| e.event_type).collect();
+    let objects: Vec<Option<&str>> = events.iter().map(|e| e.object_id).collect();
+    let times: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.event_timestamp).collect();
+    let job_ids: Vec<String> = events.iter().map(|_| new_job_id().to_string()).collect();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"
+        WITH stored AS (
+            INSERT INTO clerk_sync.webhook_events
+                (svix_id, headers, body, event_type, object_id, event_timestamp, job_id)
+            SELECT * FROM unnest($1::text[], $2::jsonb[], $7::bytea[], $8::text[], $9::text[],
+                                 $10::timestamptz[], $11::text[])
+            ON CONFLICT (svix_id) DO NOTHING
+            RETURNING id, svix_id, job_id
+        ), queued AS (
+            {INSERT_JOBS} SELECT job_id AS id, id AS event_id FROM stored) s
+            RETURNING 1
+        ), woken AS ({WAKE} FROM (SELECT 1 FROM queued LIMIT 1) q)
+        SELECT s.svix_id, s.id FROM stored s, (SELECT count(*) FROM woken) w
+        "#
+    )))
+    .bind(&svix_ids)
+    .bind(&headers)
+    .bind(QUEUE)
+    .bind(JOB_MAX_ATTEMPTS)
+    .bind(WAKEUP)
+    .bind(wakeup_payload())
+    .bind(&bodies)
+    .bind(&types)
+    .bind(&objects)
+    .bind(&times)
+    .bind(&job_ids)
+    .fetch_all(conn)
+    .await
 }
 
 /// Marks claimed jobs done inside the transaction that applied their events, so the acks

@@ -25,7 +25,7 @@ use crate::{
 
 /// What the handlers share.
 pub(crate) struct AppState {
-    pool: PgPool,
+    store: store::Store,
     settings: Settings,
     readiness: Readiness,
 }
@@ -35,7 +35,7 @@ pub(crate) struct AppState {
 /// never `/metrics`.
 pub(crate) fn routers(pool: PgPool, settings: Settings, readiness: Readiness) -> (Router, Router) {
     let state = Arc::new(AppState {
-        pool,
+        store: store::Store::new(pool),
         settings,
         readiness,
     });
@@ -150,10 +150,16 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestEr
     }
     let summary = Summary::of(&event.body);
     // The server cancels a slow statement itself (statement_timeout); this bounds the wait
-    // when it cannot, because the link to it is gone without a reset (a black hole).
-    let stored = tokio::time::timeout(limit, store::store(&state.pool, &event, &summary))
+    // when it cannot, because the link to it is gone without a reset (a black hole). A
+    // delivery answered 503 here may still commit with its batch: the sender's retry is
+    // then answered as a duplicate, and nothing unstored is ever acknowledged.
+    let stored = tokio::time::timeout(limit, state.store.store(&event, &summary))
         .await
-        .unwrap_or_else(|_| Err(sqlx::Error::Io(std::io::ErrorKind::TimedOut.into())))
+        .unwrap_or_else(|_| {
+            Err(std::sync::Arc::new(sqlx::Error::Io(
+                std::io::ErrorKind::TimedOut.into(),
+            )))
+        })
         .map_err(|e| {
             // Logged here, once; the sender only learns that it should retry.
             tracing::error!(
