@@ -222,7 +222,7 @@ async fn bad_settings_exit_2_with_one_line_naming_the_variable_and_the_flag() {
     cases.extend([
         case(cli, &["status"], &[], 2, "DATABASE_URL (--database-url) is not set"),
         case(cli, &["status", "--nope"], &[db], 2, "unexpected argument '--nope' found"),
-        case(cli, &["replay"], &[db], 2, "missing <JOB_ID>..."),
+        case(cli, &["replay"], &[db], 2, "missing <ID>..."),
         case(cli, &["send-test-event"], &[secret], 2, "missing <TYPE>"),
         case(cli, &["failed", "--limit"], &[db], 2, "--limit: a value is required"),
         case(cli, &["failed", "--limit", "0"], &[db], 2, "--limit: 0 is not in 1..=10000"),

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clerk_sync_core::jobs::{self, Selection};
+use clerk_sync_core::{
+    jobs::{JobFilter, JobState, Selection},
+    ops,
+};
 use clerk_sync_tests::{
     Signer, TestApp, TestIngest,
     app::settled,
@@ -304,12 +307,17 @@ async fn a_storm_of_duplicates_and_replays_converges_once() {
         .map(|d| async move { app_ref.deliver(d).await.status })
         .buffer_unordered(16)
         .collect::<Vec<u16>>();
+    let every_dead = Selection::Filter(JobFilter {
+        state: Some(JobState::Dead),
+        ..Default::default()
+    });
+    let actor = ops::Actor("test:storm".into());
     let replays = futures::future::join_all(
-        (0..20).map(|_| jobs::replay(app_ref.pool(), Selection::All { event_type: None })),
+        (0..20).map(|_| ops::replay(app_ref.pool(), &every_dead, &actor)),
     );
     let (statuses, replayed) = tokio::join!(duplicates, replays);
     assert!(statuses.iter().all(|s| *s == 200), "duplicates are no-ops");
-    let replayed: usize = replayed.into_iter().map(|r| r.unwrap().len()).sum();
+    let replayed: usize = replayed.into_iter().map(|r| r.unwrap().job_ids.len()).sum();
     assert_eq!(
         replayed, 40,
         "each dead job is replayed once, however many replays race"

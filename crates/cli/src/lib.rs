@@ -6,6 +6,7 @@ mod clerk_api;
 pub mod http;
 mod table;
 mod test_event;
+mod view;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -14,12 +15,13 @@ use clerk_sync_core::{
     config::DatabaseArgs,
     db,
     exit::Validate,
-    jobs::{self, Selection, Stats},
+    jobs::{self, Stats},
+    ops,
 };
 use secrecy::SecretString;
 use sqlx::PgPool;
 
-use crate::table::{Table, one_line};
+use crate::table::Table;
 
 /// Operate clerk-sync: keep a PostgreSQL mirror of Clerk's objects (users, organizations,
 /// memberships, invitations, roles, billing, ...) in sync from Clerk's webhooks.
@@ -47,7 +49,8 @@ pub enum Command {
         db: DatabaseArgs,
         /// One JSON document: {"jobs": {"pending", "running", "retrying", "done", "dead",
         /// "skipped"}, "oldest_pending_age_seconds", "events_received"} (skipped: of the done
-        /// jobs, those whose event type is not mirrored).
+        /// jobs, those whose event type is not mirrored; discarded: of the done jobs, dead
+        /// letters discarded by an operator).
         #[arg(long)]
         json: bool,
     },
@@ -64,23 +67,59 @@ pub enum Command {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
     },
-    /// Put dead-lettered jobs back in the queue with fresh attempts and wake the workers.
+    /// List jobs, newest first, with attempts, next retry and last error ("N of M" when
+    /// there are more). Filters combine.
+    Jobs {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        filter: view::FilterArgs,
+        /// At most this many rows [1..=10000].
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+        /// Start after this job id (the `next` of a previous page).
+        #[arg(long, value_name = "JOB_ID")]
+        after: Option<String>,
+        /// One JSON document: {"rows": [...], "total": {"count", "exact"}, "next"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job by job id or svix-id: the event, every attempt with its error (replays
+    /// marked), the mirror row now.
+    Show {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[arg(value_name = "ID")]
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One Clerk object: its mirror row and every stored event about it, by version, with
+    /// the one the row reflects and those ignored as older or duplicates.
+    Explain {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[arg(value_name = "CLERK_ID")]
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead-lettered jobs back in the queue with fresh attempts and wake the workers,
+    /// then say what became of them within a moment (done, dead again, still queued).
     /// Harmless for events whose object has moved on since: the newer state is kept.
     Replay {
         #[command(flatten)]
         db: DatabaseArgs,
-        /// Job ids (the job_id column of `clerk-sync failed`).
-        #[arg(
-            value_name = "JOB_ID",
-            required_unless_present = "all",
-            conflicts_with = "all"
-        )]
-        ids: Vec<String>,
-        /// Every dead-lettered job (optionally only of --type).
-        #[arg(long)]
-        all: bool,
-        #[arg(long = "type", value_name = "TYPE", requires = "all")]
-        event_type: Option<String>,
+        #[command(flatten)]
+        selection: view::SelectionArgs,
+    },
+    /// Mark dead-lettered jobs resolved without replaying them (done, outcome `discarded`;
+    /// retention prunes them like any done job). Audited like replay.
+    Discard {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        selection: view::SelectionArgs,
     },
     /// Fill and repair the mirror from Clerk's Backend API (every kind it lists, or those
     /// given with --kind), under the same ordering rule as the worker: safe while webhooks flow.
@@ -126,6 +165,8 @@ pub enum Command {
         /// A JSON file to send as the event's `data` instead of the sample's.
         #[arg(long, value_name = "FILE")]
         data: Option<PathBuf>,
+        #[command(flatten)]
+        ids: test_event::Ids,
         /// The secret(s) to sign with (the first is used).
         #[arg(
             long,
@@ -163,6 +204,7 @@ impl Cli {
                         .map(|(state, n)| (state.as_str().to_owned(), (*n).into()))
                         .collect();
                     jobs.insert("skipped".into(), s.skipped.into());
+                    jobs.insert("discarded".into(), s.discarded.into());
                     let doc = serde_json::json!({
                         "jobs": jobs,
                         "oldest_pending_age_seconds": s.oldest_pending_age_seconds,
@@ -172,10 +214,20 @@ impl Cli {
                 } else {
                     let mut t = Table::new(&["STATE", "JOBS"]);
                     for (state, n) in s.by_state() {
-                        let n = if state == jobs::JobState::Done && s.skipped > 0 {
-                            format!("{n} ({} skipped: not mirrored)", s.skipped)
-                        } else {
+                        let mut notes = Vec::new();
+                        if state == jobs::JobState::Done && s.skipped > 0 {
+                            notes.push(format!("{} skipped: not mirrored", s.skipped));
+                        }
+                        if state == jobs::JobState::Done && s.discarded > 0 {
+                            notes.push(format!("{} discarded", s.discarded));
+                        }
+                        if state == jobs::JobState::Retrying && n > 0 {
+                            notes.push("failed, waiting for their next attempt".into());
+                        }
+                        let n = if notes.is_empty() {
                             n.to_string()
+                        } else {
+                            format!("{n} ({})", notes.join(", "))
                         };
                         t.row(vec![state.as_str().into(), n]);
                     }
@@ -190,69 +242,67 @@ impl Cli {
                 event_type,
                 limit,
             } => {
-                let rows =
-                    jobs::dead_letters(&pool(&db).await?, event_type.as_deref(), limit).await?;
+                let pool = pool(&db).await?;
+                let rows = jobs::dead_letters(&pool, event_type.as_deref(), limit).await?;
                 if json {
                     println!("{}", serde_json::to_string(&rows)?);
-                } else if rows.is_empty() {
-                    println!("no dead-lettered jobs");
                 } else {
-                    let mut t = Table::new(&[
-                        "JOB ID",
-                        "SVIX ID",
-                        "TYPE",
-                        "OBJECT",
-                        "ATTEMPTS",
-                        "FIRST FAILED",
-                        "LAST FAILED",
-                        "LAST ERROR",
-                    ]);
-                    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                        t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    let total = if (rows.len() as i64) < limit {
+                        rows.len() as i64
+                    } else {
+                        let filter = jobs::JobFilter {
+                            state: Some(jobs::JobState::Dead),
+                            event_type,
+                            ..Default::default()
+                        };
+                        ops::count(&pool, &filter).await?
                     };
-                    for r in &rows {
-                        t.row(vec![
-                            r.job_id.clone(),
-                            r.svix_id.clone().unwrap_or_else(|| "-".into()),
-                            r.event_type.clone().unwrap_or_else(|| "-".into()),
-                            r.object_id.clone().unwrap_or_else(|| "-".into()),
-                            r.attempts.to_string(),
-                            time(r.first_failed_at),
-                            time(r.failed_at),
-                            one_line(r.last_error.as_deref().unwrap_or("-"), 80),
-                        ]);
-                    }
-                    print!("{}", t.render());
+                    print!("{}", view::failed(&rows, total));
                 }
             }
-            Command::Replay {
+            Command::Jobs {
                 db,
-                ids,
-                all,
-                event_type,
+                filter,
+                limit,
+                after,
+                json,
             } => {
-                let selection = if all {
-                    Selection::All {
-                        event_type: event_type.as_deref(),
-                    }
+                let page = ops::list(
+                    &pool(&db).await?,
+                    &filter.filter()?,
+                    after.as_deref(),
+                    limit,
+                )
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string(&page)?);
                 } else {
-                    Selection::Ids(&ids)
-                };
-                let replayed = jobs::replay(&pool(&db).await?, selection).await?;
-                println!("replayed {} job(s)", replayed.len());
-                if !all && replayed.len() < ids.len() {
-                    let missing: Vec<&String> =
-                        ids.iter().filter(|id| !replayed.contains(id)).collect();
-                    eprintln!(
-                        "not dead-lettered (unknown, or already replayed): {}",
-                        missing
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    );
-                    return Ok(ExitCode::from(1));
+                    print!("{}", view::jobs(&page));
                 }
+            }
+            Command::Show { db, id, json } => {
+                let Some(detail) = ops::show(&pool(&db).await?, &id).await? else {
+                    anyhow::bail!("no job with job id or svix-id {id}");
+                };
+                if json {
+                    println!("{}", serde_json::to_string(&detail)?);
+                } else {
+                    print!("{}", view::show(&detail));
+                }
+            }
+            Command::Explain { db, id, json } => {
+                let explanation = ops::explain(&pool(&db).await?, &id).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&explanation)?);
+                } else {
+                    print!("{}", view::explain(&explanation));
+                }
+            }
+            Command::Replay { db, selection } => {
+                return view::act(&pool(&db).await?, ops::Action::Replay, &selection).await;
+            }
+            Command::Discard { db, selection } => {
+                return view::act(&pool(&db).await?, ops::Action::Discard, &selection).await;
             }
             Command::Backfill { db, args, json } | Command::Reconcile { db, args, json } => {
                 let args = if reconcile {
@@ -281,10 +331,17 @@ impl Cli {
                 event_type,
                 url,
                 data,
+                ids,
                 clerk_webhook_secret,
             } => {
-                return test_event::send(&event_type, &url, data.as_deref(), &clerk_webhook_secret)
-                    .await;
+                return test_event::send(
+                    &event_type,
+                    &url,
+                    data.as_deref(),
+                    &ids,
+                    &clerk_webhook_secret,
+                )
+                .await;
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 
 /// The apalis queue (`apalis.jobs.job_type`) that carries one job per stored event.
 pub const QUEUE: &str = "clerk-sync:event";
@@ -39,7 +39,7 @@ pub struct EventJob {
 }
 
 /// Where a job is in its life. See the module docs for apalis's states behind each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Pending,
@@ -57,6 +57,10 @@ impl JobState {
         Self::Done,
         Self::Dead,
     ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -167,12 +171,14 @@ pub async fn enqueue(
 
 /// Marks claimed jobs done inside the transaction that applied their events, so the acks
 /// commit with the mirror writes or not at all. `outcomes[i]` (`applied`, `stale`,
-/// `skipped`) is kept as the job's result. Each ack lands only under the claim it was made
-/// for; returns the ids that were acked.
+/// `skipped`) is kept as the job's result, and `max_attempts` (the worker's cap) as the cap
+/// that applied. Each ack lands only under the claim it was made for; returns the ids that
+/// were acked.
 pub async fn ack(
     tx: &mut Transaction<'_, Postgres>,
     claims: &[&Claim],
     outcomes: &[&str],
+    max_attempts: i32,
 ) -> Result<Vec<String>, sqlx::Error> {
     let ids: Vec<&str> = claims.iter().map(|c| c.job_id.as_str()).collect();
     let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
@@ -183,7 +189,7 @@ pub async fn ack(
     sqlx::query_scalar(
         r#"
         UPDATE apalis.jobs j
-        SET status = 'Done', attempts = a.attempt, done_at = now(),
+        SET status = 'Done', attempts = a.attempt, done_at = now(), max_attempts = $5,
             last_result = jsonb_build_object('Ok', a.outcome)
         FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[])
              AS a(id, attempt, worker, outcome)
@@ -198,6 +204,7 @@ pub async fn ack(
     .bind(&attempts)
     .bind(&workers)
     .bind(outcomes)
+    .bind(max_attempts)
     .fetch_all(&mut **tx)
     .await
 }
@@ -205,15 +212,15 @@ pub async fn ack(
 /// What happens to a job after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// Tried again after `after`; `max_attempts` is the cap that applies to it.
-    Retry { after: Duration, max_attempts: i32 },
+    /// Tried again after `after`.
+    Retry { after: Duration },
     /// Dead-lettered: kept with its errors until an operator replays or discards it.
     Dead,
 }
 
 /// Writes a failed attempt back: its error kept in `clerk_sync.job_errors`, and the job
 /// retrying with its next attempt moved out (apalis would otherwise fetch it again at once),
-/// or dead. Only while the job is still under this claim and unfinished: if a commit whose
+/// or dead; `max_attempts` (the worker's cap) is written as the cap that applies. Only while the job is still under this claim and unfinished: if a commit whose
 /// answer was lost did land, the job stays done, and nothing is written. Returns whether it
 /// landed.
 pub async fn fail(
@@ -222,13 +229,11 @@ pub async fn fail(
     kind: FailureKind,
     error: &str,
     next: Next,
+    max_attempts: i32,
 ) -> Result<bool, sqlx::Error> {
-    let (retry_in, max_attempts) = match next {
-        Next::Retry {
-            after,
-            max_attempts,
-        } => (Some(after.as_secs_f64()), Some(max_attempts)),
-        Next::Dead => (None, None),
+    let retry_in = match next {
+        Next::Retry { after } => Some(after.as_secs_f64()),
+        Next::Dead => None,
     };
     let written = sqlx::query(
         r#"
@@ -236,7 +241,7 @@ pub async fn fail(
             UPDATE apalis.jobs j
             SET status = CASE WHEN $5::float8 IS NULL THEN 'Killed' ELSE 'Failed' END,
                 attempts = $2,
-                max_attempts = COALESCE($7, j.max_attempts),
+                max_attempts = $7,
                 last_result = jsonb_build_object('Err', $4::text),
                 done_at = now(),
                 run_at = COALESCE(now() + make_interval(secs => $5::float8), j.run_at)
@@ -269,6 +274,8 @@ pub struct Stats {
     pub done: i64,
     /// Of the done jobs, those whose event type is not mirrored (stored and acknowledged).
     pub skipped: i64,
+    /// Of the done jobs, dead letters an operator discarded (resolved without replaying).
+    pub discarded: i64,
     pub dead: i64,
     /// Age of the oldest job that is due and waiting to run (pending or retrying).
     pub oldest_pending_age_seconds: i64,
@@ -277,7 +284,7 @@ pub struct Stats {
 
 impl Stats {
     pub async fn read(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let row: (i64, i64, i64, i64, i64, i64, i64, i64) =
+        let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64) =
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 r#"
             SELECT
@@ -286,6 +293,7 @@ impl Stats {
                 count(*) FILTER (WHERE {retrying}),
                 count(*) FILTER (WHERE {done}),
                 count(*) FILTER (WHERE {done} AND j.last_result->>'Ok' = 'skipped'),
+                count(*) FILTER (WHERE {done} AND j.last_result->>'Ok' = 'discarded'),
                 count(*) FILTER (WHERE {dead}),
                 COALESCE(extract(epoch FROM now() - min(j.run_at) FILTER (
                     WHERE ({pending} OR {retrying}) AND j.run_at <= now()))::int8, 0),
@@ -308,9 +316,10 @@ impl Stats {
             retrying: row.2,
             done: row.3,
             skipped: row.4,
-            dead: row.5,
-            oldest_pending_age_seconds: row.6.max(0),
-            events_received: row.7,
+            discarded: row.5,
+            dead: row.6,
+            oldest_pending_age_seconds: row.7.max(0),
+            events_received: row.8,
         })
     }
 
@@ -390,6 +399,11 @@ struct JobRow {
     last_result: Option<serde_json::Value>,
 }
 
+/// The SQL expression of a job's state name (`pending`, …), over `apalis.jobs` aliased `j`.
+pub fn state_sql() -> String {
+    Job::state_sql()
+}
+
 /// The jobs with these ids (all of the queue's when `ids` is None), ordered by id.
 pub async fn find(pool: &PgPool, ids: Option<&[String]>) -> Result<Vec<Job>, sqlx::Error> {
     let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -439,49 +453,484 @@ pub async fn dead_letters(
     .await
 }
 
-/// Which dead jobs to put back.
-#[derive(Debug, Clone)]
-pub enum Selection<'a> {
-    Ids(&'a [String]),
-    All { event_type: Option<&'a str> },
+/// Which jobs an operator means (`clerk-sync jobs`, the console's `/jobs`): every field
+/// narrows, none set is every job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Received at or after (by the job id, a ULID minted on receipt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Received before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// A job id, a svix-id, a Clerk object id (the event's object, or a membership's user or
+    /// organization through the mirror) or a user's primary email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
 }
 
-/// Puts dead jobs back in the queue with fresh attempts and wakes the workers at once
-/// (the notification a new job sends). Replaying is idempotent: a job that is no longer dead
-/// is not touched, and the versioned upserts make a re-applied event harmless.
-pub async fn replay(pool: &PgPool, selection: Selection<'_>) -> Result<Vec<String>, sqlx::Error> {
-    let (ids, all, event_type): (Option<&[String]>, bool, Option<&str>) = match selection {
-        Selection::Ids(ids) => (Some(ids), false, None),
-        Selection::All { event_type } => (None, true, event_type),
+/// The smallest ULID minted at `t`: job ids compare with it as times do.
+fn ulid_floor(t: DateTime<Utc>) -> String {
+    ulid::Ulid::from_parts(t.timestamp_millis().max(0) as u64, 0).to_string()
+}
+
+/// `FROM` of every job listing: the job (`j`) and its stored event (`e`).
+const JOBS_FROM: &str = " FROM apalis.jobs j LEFT JOIN clerk_sync.webhook_events e ON e.job_id = j.id \
+     WHERE j.job_type = ";
+
+impl JobFilter {
+    /// Appends `AND …` for each set field.
+    fn push_where(&self, qb: &mut QueryBuilder<Postgres>) {
+        if let Some(state) = self.state {
+            qb.push(format_args!(" AND {}", state.condition()));
+        }
+        if let Some(t) = &self.event_type {
+            qb.push(" AND e.event_type = ").push_bind(t.clone());
+        }
+        if let Some(t) = self.since {
+            qb.push(" AND j.id >= ").push_bind(ulid_floor(t));
+        }
+        if let Some(t) = self.until {
+            qb.push(" AND j.id < ").push_bind(ulid_floor(t));
+        }
+        if let Some(q) = self.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            qb.push(" AND (e.svix_id = ")
+                .push_bind(q.to_owned())
+                .push(" OR e.job_id = ")
+                .push_bind(q.to_owned())
+                .push(" OR e.object_id = ")
+                .push_bind(q.to_owned());
+            // Children of the object (a user's or organization's memberships), by the mirror.
+            for kind in crate::mirror::KINDS {
+                for parent in kind.parents {
+                    let Some(p) = crate::mirror::Kind::by_name(parent.kind) else {
+                        continue;
+                    };
+                    if q.starts_with(p.id_prefix) {
+                        qb.push(format_args!(
+                            " OR e.object_id = ANY(ARRAY(SELECT c.id FROM {} c WHERE c.{} = ",
+                            kind.table, parent.column
+                        ))
+                        .push_bind(q.to_owned())
+                        .push("))");
+                    }
+                }
+            }
+            if q.contains('@') {
+                qb.push(
+                    " OR e.object_id = ANY(ARRAY(SELECT u.id FROM clerk.users u \
+                     WHERE lower(u.primary_email_address) = lower(",
+                )
+                .push_bind(q.to_owned())
+                .push(")))");
+            }
+            qb.push(")");
+        }
+    }
+
+    fn query(&self, select: &str) -> QueryBuilder<Postgres> {
+        let mut qb = QueryBuilder::new(select);
+        qb.push(JOBS_FROM).push_bind(QUEUE);
+        self.push_where(&mut qb);
+        qb
+    }
+}
+
+/// One job in a listing, with its event and its last error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub event_id: Option<i64>,
+    pub svix_id: Option<String>,
+    pub event_type: Option<String>,
+    /// The Clerk object the event is about (`data.id`).
+    pub object_id: Option<String>,
+    pub state: JobState,
+    /// A done job's result: `applied`, `stale` (older than the row), `skipped` (not
+    /// mirrored) or `discarded` (an operator resolved the dead letter without replaying).
+    pub outcome: Option<String>,
+    pub attempts: i32,
+    /// The attempt cap that applies to it (the worker's `MAX_ATTEMPTS` once a worker has
+    /// handled it; apalis's backstop before).
+    pub max_attempts: i32,
+    /// When a retrying job runs next.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub received_at: Option<DateTime<Utc>>,
+    /// The last change: received, claimed, failed or finished.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    job_id: String,
+    event_id: Option<i64>,
+    svix_id: Option<String>,
+    event_type: Option<String>,
+    object_id: Option<String>,
+    state: String,
+    outcome: Option<String>,
+    attempts: i32,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    last_error: Option<String>,
+    received_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<SummaryRow> for JobSummary {
+    fn from(r: SummaryRow) -> Self {
+        let state =
+            JobState::parse(&r.state).expect("the CHECK on status admits only states we map");
+        Self {
+            next_retry_at: (state == JobState::Retrying).then_some(r.run_at),
+            job_id: r.job_id,
+            event_id: r.event_id,
+            svix_id: r.svix_id,
+            event_type: r.event_type,
+            object_id: r.object_id,
+            state,
+            outcome: r.outcome,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            last_error: r.last_error,
+            received_at: r.received_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+fn summary_select() -> String {
+    format!(
+        "SELECT j.id AS job_id, e.id AS event_id, e.svix_id, e.event_type, e.object_id, \
+                {state} AS state, j.last_result->>'Ok' AS outcome, j.attempts, j.max_attempts, \
+                j.run_at, COALESCE(le.error, j.last_result->>'Err') AS last_error, \
+                e.received_at, \
+                GREATEST(e.received_at, j.lock_at, j.done_at, le.failed_at, \
+                         CASE WHEN e.id IS NULL THEN j.run_at END) AS updated_at",
+        state = Job::state_sql()
+    )
+}
+
+/// The last failed attempt's error of job `j` (markers of replays and discards aside).
+const LAST_ERROR_JOIN: &str = " LEFT JOIN LATERAL (SELECT je.error, je.failed_at \
+     FROM clerk_sync.job_errors je WHERE je.job_id = j.id \
+       AND je.kind NOT IN ('replayed', 'discarded') ORDER BY je.id DESC LIMIT 1) le ON true";
+
+/// A page of a listing, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub rows: Vec<JobSummary>,
+    /// How many jobs match in all (counted up to [`COUNT_CAP`]).
+    pub total: Total,
+    /// Where the next page starts (pass as `after`), if there is one.
+    pub next: Option<String>,
+}
+
+/// A count that stops at a cap, so that counting stays cheap on a large queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Total {
+    pub count: i64,
+    /// Whether `count` is exact (false: at least `count`).
+    pub exact: bool,
+}
+
+impl std::fmt::Display for Total {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.exact {
+            write!(f, "{}", self.count)
+        } else {
+            write!(f, "more than {}", self.count)
+        }
+    }
+}
+
+/// Listings count their matches up to this many.
+pub const COUNT_CAP: i64 = 10_000;
+
+/// Jobs matching `filter`, newest first, at most `limit` of them, starting after the job id
+/// `after` (a page's `next`). Keyset-paginated by job id, so every page costs the same.
+pub async fn list(
+    pool: &PgPool,
+    filter: &JobFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Page, sqlx::Error> {
+    let limit = limit.clamp(1, 10_000);
+    let mut qb = QueryBuilder::new(summary_select());
+    qb.push(JOBS_FROM.replace(" WHERE j.job_type = ", LAST_ERROR_JOIN) + " WHERE j.job_type = ")
+        .push_bind(QUEUE);
+    filter.push_where(&mut qb);
+    if let Some(after) = after {
+        qb.push(" AND j.id < ").push_bind(after.to_owned());
+    }
+    qb.push(" ORDER BY j.id DESC LIMIT ").push_bind(limit + 1);
+    let mut rows: Vec<JobSummary> = qb
+        .build_query_as::<SummaryRow>()
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(JobSummary::from)
+        .collect();
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.job_id.clone())
+    } else {
+        None
     };
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    let total = count_capped(pool, filter, COUNT_CAP).await?;
+    Ok(Page { rows, total, next })
+}
+
+/// How many jobs match `filter`, counted up to `cap`.
+pub async fn count_capped(
+    pool: &PgPool,
+    filter: &JobFilter,
+    cap: i64,
+) -> Result<Total, sqlx::Error> {
+    let mut qb = filter.query("SELECT count(*) FROM (SELECT 1");
+    qb.push(" LIMIT ").push_bind(cap + 1).push(") s");
+    let n: i64 = qb.build_query_scalar().fetch_one(pool).await?;
+    Ok(Total {
+        count: n.min(cap),
+        exact: n <= cap,
+    })
+}
+
+/// How many jobs match `filter`, exactly.
+pub async fn count(pool: &PgPool, filter: &JobFilter) -> Result<i64, sqlx::Error> {
+    filter
+        .query("SELECT count(*)")
+        .build_query_scalar()
+        .fetch_one(pool)
+        .await
+}
+
+/// One job by its job id or its event's svix-id.
+pub async fn get(pool: &PgPool, id: &str) -> Result<Option<JobSummary>, sqlx::Error> {
+    let mut qb = QueryBuilder::new(summary_select());
+    qb.push(JOBS_FROM.replace(" WHERE j.job_type = ", LAST_ERROR_JOIN) + " WHERE j.job_type = ")
+        .push_bind(QUEUE)
+        .push(" AND j.id = (SELECT coalesce((SELECT j2.id FROM apalis.jobs j2 WHERE j2.id = ")
+        .push_bind(id.to_owned())
+        .push("), (SELECT e2.job_id FROM clerk_sync.webhook_events e2 WHERE e2.svix_id = ")
+        .push_bind(id.to_owned())
+        .push(")))");
+    Ok(qb
+        .build_query_as::<SummaryRow>()
+        .fetch_optional(pool)
+        .await?
+        .map(JobSummary::from))
+}
+
+/// One line of a job's history: a failed attempt, or an operator's replay or discard.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    /// The attempt's number since the job was enqueued or last replayed; for a replay or a
+    /// discard, the attempts made until then.
+    pub attempt: i32,
+    /// `transient`, `permanent`, `exhausted`, `panic`, `timeout`, or the markers `replayed`
+    /// and `discarded`.
+    pub kind: String,
+    /// The error, or for a marker who did it.
+    pub error: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Attempt {
+    /// Whether this line marks an operator's action rather than a failed attempt.
+    pub fn is_marker(&self) -> bool {
+        matches!(self.kind.as_str(), "replayed" | "discarded")
+    }
+}
+
+/// A job's history, oldest first.
+pub async fn history(pool: &PgPool, job_id: &str) -> Result<Vec<Attempt>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT attempt, kind, error, failed_at AS at FROM clerk_sync.job_errors \
+         WHERE job_id = $1 ORDER BY id",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Which dead jobs an action is about: given ids (job ids or svix-ids), or every dead job
+/// matching a filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    Ids(Vec<String>),
+    Filter(JobFilter),
+}
+
+impl Selection {
+    /// The selected jobs that are dead, locked for the rest of the transaction, with their
+    /// attempts so far: `(id, attempts)`.
+    async fn lock_dead(&self, conn: &mut PgConnection) -> Result<Vec<(String, i32)>, sqlx::Error> {
+        let mut qb = QueryBuilder::new("SELECT j.id, j.attempts");
+        qb.push(JOBS_FROM).push_bind(QUEUE);
+        qb.push(format_args!(" AND {}", JobState::Dead.condition()));
+        match self {
+            Self::Ids(ids) => {
+                qb.push(" AND (j.id = ANY(")
+                    .push_bind(ids.clone())
+                    .push(") OR e.svix_id = ANY(")
+                    .push_bind(ids.clone())
+                    .push("))");
+            }
+            Self::Filter(filter) => filter.push_where(&mut qb),
+        }
+        qb.push(" ORDER BY j.id FOR UPDATE OF j");
+        qb.build_query_as().fetch_all(conn).await
+    }
+}
+
+/// Puts dead jobs back in the queue with fresh attempts, marks each replay in its history
+/// (`note` says by whom), and wakes the workers at once (the notification a new job sends).
+/// Replaying is idempotent: a job that is no longer dead is not touched, and the versioned
+/// upserts make a re-applied event harmless. Returns the replayed job ids.
+pub async fn replay(
+    conn: &mut PgConnection,
+    selection: &Selection,
+    note: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let dead = selection.lock_dead(conn).await?;
+    let (ids, attempts): (Vec<String>, Vec<i32>) = dead.into_iter().unzip();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         r#"
         WITH replayed AS (
             UPDATE apalis.jobs j
             SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL,
                 lock_at = NULL, done_at = NULL, last_result = NULL
-            WHERE j.job_type = $1
-              AND {dead}
-              AND (($3 AND ($4::text IS NULL OR EXISTS (
-                        SELECT 1 FROM clerk_sync.webhook_events e
-                        WHERE e.job_id = j.id AND e.event_type = $4)))
-                   OR j.id = ANY($2))
+            WHERE j.id = ANY($1)
             RETURNING j.id, j.job_type, j.run_at
-        ), woken AS (
-            SELECT pg_notify('{WAKEUP}',
-                json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text)
-            FROM replayed
+        ), marked AS (
+            INSERT INTO clerk_sync.job_errors (job_id, attempt, kind, error)
+            SELECT a.id, a.attempts, 'replayed', $3 FROM unnest($1::text[], $2::int4[]) AS a(id, attempts)
         )
-        SELECT r.id FROM replayed r, (SELECT count(*) FROM woken) w ORDER BY r.id
-        "#,
-        dead = JobState::Dead.condition(),
+        SELECT pg_notify('{WAKEUP}',
+            json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text)
+        FROM replayed
+        "#
     )))
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(note)
+    .execute(&mut *conn)
+    .await?;
+    Ok(ids)
+}
+
+/// Resolves dead jobs without replaying them: done, with the outcome `discarded`, the
+/// discard marked in their history. Retention prunes them (and their events) like any done
+/// job. Returns the discarded job ids.
+pub async fn discard(
+    conn: &mut PgConnection,
+    selection: &Selection,
+    note: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let dead = selection.lock_dead(conn).await?;
+    let (ids, attempts): (Vec<String>, Vec<i32>) = dead.into_iter().unzip();
+    sqlx::query(
+        r#"
+        WITH discarded AS (
+            UPDATE apalis.jobs j
+            SET status = 'Done', done_at = now(), lock_by = NULL, lock_at = NULL,
+                last_result = jsonb_build_object('Ok', 'discarded')
+            WHERE j.id = ANY($1)
+        )
+        INSERT INTO clerk_sync.job_errors (job_id, attempt, kind, error)
+        SELECT a.id, a.attempts, 'discarded', $3 FROM unnest($1::text[], $2::int4[]) AS a(id, attempts)
+        "#,
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(note)
+    .execute(&mut *conn)
+    .await?;
+    Ok(ids)
+}
+
+/// Jobs received and jobs finished per time bucket over a window: the overview's charts.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Bucket {
+    pub start: DateTime<Utc>,
+    /// Events received in the bucket.
+    pub received: i64,
+    /// Jobs that finished (done) in the bucket.
+    pub done: i64,
+    /// Of those, the mean and the largest time from receipt to done, in milliseconds.
+    pub lag_avg_ms: Option<f64>,
+    pub lag_max_ms: Option<f64>,
+}
+
+/// Events received and applied per `bucket` over the last `window`, oldest first, every
+/// bucket present (zero when nothing happened).
+pub async fn activity(
+    pool: &PgPool,
+    window: Duration,
+    bucket: Duration,
+) -> Result<Vec<Bucket>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        WITH b AS (
+            SELECT date_bin(make_interval(secs => $2), now() - make_interval(secs => $1),
+                             timestamptz 'epoch') AS first
+        ), buckets AS (
+            SELECT generate_series(b.first, now(), make_interval(secs => $2)) AS start FROM b
+        ), received AS (
+            SELECT date_bin(make_interval(secs => $2), e.received_at, timestamptz 'epoch') AS start,
+                   count(*) AS n
+            FROM clerk_sync.webhook_events e, b
+            WHERE e.received_at >= b.first
+            GROUP BY 1
+        ), done AS (
+            SELECT date_bin(make_interval(secs => $2), j.done_at, timestamptz 'epoch') AS start,
+                   count(*) AS n,
+                   avg(extract(epoch FROM j.done_at - e.received_at) * 1000)::float8 AS lag_avg,
+                   max(extract(epoch FROM j.done_at - e.received_at) * 1000)::float8 AS lag_max
+            FROM apalis.jobs j JOIN clerk_sync.webhook_events e ON e.job_id = j.id, b
+            WHERE j.status = 'Done' AND j.done_at >= b.first AND j.job_type = $3
+            GROUP BY 1
+        )
+        SELECT s.start, COALESCE(r.n, 0) AS received, COALESCE(d.n, 0) AS done,
+               d.lag_avg AS lag_avg_ms, d.lag_max AS lag_max_ms
+        FROM buckets s LEFT JOIN received r USING (start) LEFT JOIN done d USING (start)
+        ORDER BY s.start
+        "#,
+    )
+    .bind(window.as_secs_f64())
+    .bind(bucket.as_secs_f64().max(1.0))
     .bind(QUEUE)
-    .bind(ids.unwrap_or(&[]))
-    .bind(all)
-    .bind(event_type)
     .fetch_all(pool)
     .await
+}
+
+/// Dead jobs counted by event type and by last error, most first (at most `limit` each).
+pub async fn dead_groups(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<(Vec<(Option<String>, i64)>, Vec<(Option<String>, i64)>), sqlx::Error> {
+    let by_type = sqlx::query_as(
+        "SELECT event_type, count(*) FROM clerk_sync.dead_letters \
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let by_error = sqlx::query_as(
+        "SELECT last_error, count(*) FROM clerk_sync.dead_letters \
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok((by_type, by_error))
 }
 
 /// The channel apalis's workers LISTEN on for new jobs; the payload names the queue and a

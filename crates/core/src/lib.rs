@@ -10,6 +10,7 @@ pub mod exit;
 pub mod jobs;
 pub mod metrics;
 pub mod mirror;
+pub mod ops;
 pub mod samples;
 pub mod shutdown;
 pub mod telemetry;

@@ -350,7 +350,8 @@ impl Applier {
                 .collect();
             let claims: Vec<&Claim> = todo.iter().map(|(i, ..)| &jobs[*i].claim).collect();
             let labels: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
-            let acked = jobs::ack(&mut tx, &claims, &labels).await?;
+            let acked =
+                jobs::ack(&mut tx, &claims, &labels, self.options.max_attempts as i32).await?;
             tx.commit().await?;
             metrics::TRANSACTIONS.inc(&["committed"]);
             for ((i, event, _), outcome) in todo.into_iter().zip(outcomes) {
@@ -427,14 +428,7 @@ impl Applier {
             (Next::Dead, error)
         } else {
             let after = self.options.backoff.delay(claim.attempt as u32);
-            let max_attempts = self.options.max_attempts as i32;
-            (
-                Next::Retry {
-                    after,
-                    max_attempts,
-                },
-                error,
-            )
+            (Next::Retry { after }, error)
         };
         if !self.write_failure(claim, kind, &error, next).await {
             line!(
@@ -480,7 +474,16 @@ impl Applier {
     ) -> bool {
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         for attempt in 1.. {
-            match jobs::fail(&self.pool, claim, kind, error, next).await {
+            match jobs::fail(
+                &self.pool,
+                claim,
+                kind,
+                error,
+                next,
+                self.options.max_attempts as i32,
+            )
+            .await
+            {
                 Ok(landed) => return landed,
                 Err(e) => {
                     let wait = backoff.delay(attempt);
