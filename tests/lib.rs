@@ -11,6 +11,7 @@ pub mod http;
 pub mod pg_cluster;
 pub mod pgbouncer;
 pub mod procs;
+pub mod proxy;
 pub mod signing;
 pub mod worker;
 
