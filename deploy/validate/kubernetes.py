@@ -45,9 +45,10 @@ def objects():
     known = settings() | EXTRA_SETTINGS
     secret = objs.get(("Secret", "clerk-sync"), (None, {}))[1]
     secret_keys = set(secret.get("stringData", {}))
-    if secret_keys != {"DATABASE_URL", "CLERK_WEBHOOK_SECRET"}:
+    # CLERK_SECRET_KEY: for the reconcile CronJob only.
+    if secret_keys != {"DATABASE_URL", "CLERK_WEBHOOK_SECRET", "CLERK_SECRET_KEY"}:
         err(
-            f"secret.example.yaml: keys {sorted(secret_keys)}, expected DATABASE_URL and CLERK_WEBHOOK_SECRET"
+            f"secret.example.yaml: keys {sorted(secret_keys)}, expected DATABASE_URL, CLERK_WEBHOOK_SECRET and CLERK_SECRET_KEY"
         )
     cm = objs.get(("ConfigMap", "clerk-sync"), (None, None))[1]
     if cm is None:

@@ -69,6 +69,36 @@ mod decode {
     }
 
     #[test]
+    fn ids_name_their_kind_by_the_longest_prefix() {
+        let name = |id: &str| Kind::by_id(id).map(|k| k.name);
+        assert_eq!(name("csub_item_2zgc93"), Some("subscription_items"));
+        assert_eq!(name("csub_2zJQfe5"), Some("subscriptions"));
+        assert_eq!(name("orginv_1"), Some("invitations"));
+        assert_eq!(name("nothing_1"), None);
+        // Every kind's own samples carry ids of its prefix.
+        for kind in crate::mirror::KINDS {
+            for s in kind.samples {
+                let body: serde_json::Value = serde_json::from_str(s.body).unwrap();
+                let id = body["data"]["id"].as_str().unwrap();
+                assert_eq!(Kind::by_id(id), Some(*kind), "{}: {id}", s.event_type);
+            }
+        }
+    }
+
+    /// Both of Clerk's spellings of an event type reach the same kind (billing).
+    #[test]
+    fn either_spelling_of_a_billing_event_is_the_same_kind() {
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&sample("subscription.pastDue")).unwrap();
+        body["type"] = "subscription.past_due".into();
+        let camel = change("subscription.pastDue");
+        match decode(&serde_json::to_vec(&body).unwrap(), &Options::default()).unwrap() {
+            Decoded::Change(c) => assert_eq!((c.kind, c.id), (camel.kind, camel.id)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn unknown_types_and_optional_kinds_turned_off_are_skipped() {
         assert_eq!(
             decode(&sample("email.created"), &Options::default()).unwrap(),
