@@ -4,6 +4,7 @@ mod backfill;
 mod errors;
 mod faults;
 mod ingest;
+mod kinds;
 mod observability;
 mod operator;
 mod pooler;

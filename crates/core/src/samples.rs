@@ -2,21 +2,27 @@
 //! for `clerk-sync send-test-event`, the tests and the benchmarks. Each kind declares its
 //! own ([`crate::mirror::Kind::samples`]); the types nothing mirrors are here.
 
-use crate::mirror::{self, Sample, sample};
+use crate::mirror::{KINDS, Sample, sample};
 
 /// Samples of event types that are stored and acknowledged but not mirrored.
-pub static OTHER: &[Sample] = &[sample!("session.created")];
+pub static OTHER: &[Sample] = &[sample!("email.created"), sample!("sms.created")];
+
+/// Every sample event of every kind, plus the samples of types we do not mirror.
+pub fn all() -> impl Iterator<Item = &'static Sample> {
+    KINDS
+        .iter()
+        .flat_map(|k| k.samples.iter())
+        .chain(OTHER.iter())
+}
 
 /// The sample body for an event type.
 pub fn get(event_type: &str) -> Option<&'static str> {
-    mirror::samples()
-        .find(|s| s.event_type == event_type)
-        .map(|s| s.body)
+    all().find(|s| s.event_type == event_type).map(|s| s.body)
 }
 
 /// Every event type that has a sample.
 pub fn types() -> Vec<&'static str> {
-    mirror::samples().map(|s| s.event_type).collect()
+    all().map(|s| s.event_type).collect()
 }
 
 #[cfg(test)]

@@ -23,3 +23,9 @@ pub async fn signal() {
         () = term => tracing::info!("received SIGTERM, shutting down"),
     }
 }
+
+/// Resolves once `stop` turns true (or its sender is gone): the stop signal a process's
+/// tasks share.
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}

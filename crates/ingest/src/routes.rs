@@ -4,20 +4,40 @@ use std::{
 };
 
 use axum::{
-    Json,
+    Json, Router,
     body::{Body, Bytes},
     extract::{Request, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
+    routing::{get, post},
 };
 use clerk_sync_core::event::Summary;
 use http_body_util::BodyExt as _;
+use sqlx::PgPool;
 
 use crate::{
-    AppState, IngestError, metrics,
+    error::IngestError,
+    metrics,
+    settings::Settings,
     store::{self, Stored},
     verify::{self, SvixHeaders},
 };
+
+/// What the handlers share.
+pub(crate) struct AppState {
+    pool: PgPool,
+    settings: Settings,
+}
+
+/// The public listener's routes.
+pub(crate) fn router(pool: PgPool, settings: Settings) -> Router {
+    Router::new()
+        .route("/webhooks/clerk", post(receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(Arc::new(AppState { pool, settings }))
+}
 
 /// `POST /webhooks/clerk`.
 pub async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -109,7 +129,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestEr
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let event = verify::verify(&state.settings.secrets, svix, &parts.headers, body, now)?;
+    let mut event = verify::verify(&state.settings.secrets, svix, &parts.headers, body, now)?;
+    // An email's or SMS's text (one-time codes, sign-in links) is kept nowhere, stored
+    // event included.
+    if let Some(kept) = clerk_sync_core::event::without_message(&event.body) {
+        event.body = kept.into();
+    }
     let summary = Summary::of(&event.body);
     let stored = store::store(&state.pool, &event, &summary)
         .await

@@ -5,7 +5,7 @@
 use axum::{body::Bytes, http::HeaderMap};
 use clerk_sync_core::webhook::Secrets;
 
-use crate::IngestError;
+use crate::error::IngestError;
 
 /// Svix allows ±5 minutes between its clock and ours.
 const TOLERANCE_SECS: i64 = 5 * 60;

@@ -7,7 +7,7 @@ use clerk_sync_core::jobs::{self, Pruned};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::stopped;
+use clerk_sync_core::shutdown::stopped;
 
 pub async fn run(pool: PgPool, keep: Duration, every: Duration, stop: watch::Receiver<bool>) {
     loop {

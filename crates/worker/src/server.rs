@@ -4,7 +4,9 @@ use axum::{Router, extract::State, http::header, response::IntoResponse, routing
 use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{metrics, stopped};
+use clerk_sync_core::shutdown::stopped;
+
+use crate::metrics;
 
 pub async fn serve(listener: TcpListener, pool: PgPool, stop: watch::Receiver<bool>) {
     async fn render(State(pool): State<PgPool>) -> impl IntoResponse {

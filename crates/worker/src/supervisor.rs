@@ -11,7 +11,9 @@ use clerk_sync_core::{backoff::Backoff, jobs::QUEUE};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::{Settings, handler, pipeline::Pipeline, stopped, wakeup::Wakeups};
+use clerk_sync_core::shutdown::stopped;
+
+use crate::{handler, pipeline::Pipeline, settings::Settings, wakeup::Wakeups};
 
 pub async fn run(
     pool: PgPool,
