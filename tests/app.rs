@@ -30,6 +30,9 @@ pub struct TestApp {
     pub worker_pool: PgPool,
     /// Login roles made for this test, dropped at its end.
     logins: Vec<String>,
+    /// The fault-injecting proxy ingest and the workers reach the database through
+    /// ([`Builder::through_fault_proxy`]).
+    pub proxy: Option<crate::proxy::FaultProxy>,
     expected_dead: AtomicI64,
     pub db: TestDb,
 }
@@ -42,6 +45,7 @@ pub struct Builder {
     setup: Vec<String>,
     fault: Option<clerk_sync_worker::pipeline::FaultHook>,
     login_as: Option<(String, String)>,
+    through_proxy: bool,
 }
 
 impl Builder {
@@ -81,6 +85,14 @@ impl Builder {
         self
     }
 
+    /// Ingest and the workers reach the database through a [`crate::proxy::FaultProxy`]
+    /// (`TestApp::proxy`), with the pool settings the binaries use; the test's own pool
+    /// (`TestApp::pool`) goes direct.
+    pub fn through_fault_proxy(mut self) -> Self {
+        self.through_proxy = true;
+        self
+    }
+
     /// A hook the worker runs before each event is applied (to inject panics).
     pub fn fault(mut self, hook: clerk_sync_worker::pipeline::FaultHook) -> Self {
         self.fault = Some(hook);
@@ -96,7 +108,36 @@ impl Builder {
                 .unwrap_or_else(|e| panic!("setup SQL failed: {e}\n{sql}"));
         }
         let mut logins = Vec::new();
+        let mut proxy = None;
         let (ingest_pool, worker_pool) = match &self.login_as {
+            None if self.through_proxy => {
+                let (p, url) = crate::proxy::FaultProxy::for_url(&db.url).await;
+                proxy = Some(p);
+                let ingest = clerk_sync_core::db::connect(
+                    &url,
+                    "clerk-sync-ingest",
+                    16,
+                    clerk_sync_core::db::Session {
+                        statement_timeout: Some(self.ingest.request_timeout),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+                let worker = clerk_sync_core::db::connect(
+                    &url,
+                    "clerk-sync-worker",
+                    8,
+                    clerk_sync_core::db::Session {
+                        statement_timeout: Some(self.settings.job_timeout),
+                        lock_timeout: Some(self.settings.job_timeout / 4),
+                        asynchronous_commit: true,
+                    },
+                )
+                .await
+                .unwrap();
+                (ingest, worker)
+            }
             None => (db.pool.clone(), db.pool.clone()),
             Some((ingest, worker)) => {
                 let ingest = login(&db, ingest, &mut logins).await;
@@ -122,6 +163,7 @@ impl Builder {
             ingest_pool,
             worker_pool,
             logins,
+            proxy,
             expected_dead: AtomicI64::new(0),
         }
     }
@@ -155,6 +197,7 @@ impl TestApp {
             setup: Vec::new(),
             fault: None,
             login_as: None,
+            through_proxy: false,
         }
     }
 

@@ -26,6 +26,8 @@ pub async fn request(
 /// `clerk-sync-ingest` running in this test's runtime.
 pub struct TestIngest {
     pub addr: SocketAddr,
+    /// Ingest's `METRICS_ADDR`: `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: SocketAddr,
     pub signer: Signer,
     client: HttpClient,
     stop: Option<oneshot::Sender<()>>,
@@ -59,16 +61,17 @@ impl TestIngest {
             max_body_bytes: options.max_body_bytes,
             request_timeout: options.request_timeout,
         };
-        let app = App::with_pool("127.0.0.1:0".parse().unwrap(), pool, settings)
-            .await
-            .unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        let app = App::with_pool(any, any, pool, settings).await.unwrap();
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            metrics_addr,
             signer: Signer::default(),
             client: client(),
             stop: Some(stop),
@@ -82,6 +85,14 @@ impl TestIngest {
 
     pub async fn get(&self, path: &str) -> Answer {
         request(&self.client, "GET", &self.url(path), &[], Vec::new())
+            .await
+            .unwrap()
+    }
+
+    /// `GET` on ingest's `METRICS_ADDR`.
+    pub async fn get_metrics(&self, path: &str) -> Answer {
+        let url = format!("http://{}{path}", self.metrics_addr);
+        request(&self.client, "GET", &url, &[], Vec::new())
             .await
             .unwrap()
     }

@@ -128,6 +128,7 @@ pub fn spawn_ingest(
     let defaults = [
         ("CLERK_WEBHOOK_SECRET", crate::signing::SECRET),
         ("LISTEN_ADDR", listen.as_str()),
+        ("METRICS_ADDR", "127.0.0.1:0"),
     ];
     spawn("clerk-sync-ingest", database_url, label, &defaults, env)
 }

@@ -26,7 +26,7 @@ def dockerfile():
         "ca-certificates only": r"install -y --no-install-recommends ca-certificates\s",
         "a uid 10001 user": r"useradd [^\n]*--uid 10001",
         "USER 10001 (numeric)": r"\nUSER 10001(:10001)?\n",
-        "EXPOSE 8080 9091": r"\nEXPOSE 8080 9091\n",
+        "EXPOSE 8080 9091 9092": r"\nEXPOSE 8080 9091 9092\n",
         'CMD ["clerk-sync-ingest"]': r'\nCMD \["clerk-sync-ingest"\]',
     }
     for what, rx in needs.items():

@@ -128,8 +128,13 @@ def objects():
     if lp.get("path") != "/healthz" or lp.get("port") not in ("http", 8080):
         err("ingest: livenessProbe should GET /healthz on the http port")
     ann = ingest["spec"]["template"]["metadata"].get("annotations", {})
-    if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(ports.get("http")):
-        err("ingest: prometheus.io annotations should scrape the http port")
+    if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(ports.get("metrics")):
+        err("ingest: prometheus.io annotations should scrape the metrics port (METRICS_ADDR)")
+    ingest_metrics = {e["name"]: e.get("value") for e in c.get("env", [])}.get("METRICS_ADDR")
+    if ingest_metrics is None or ports.get("metrics") != port_of(ingest_metrics):
+        err("ingest: container port metrics differs from its METRICS_ADDR")
+    if ports.get("metrics") == ports.get("http"):
+        err("ingest: /metrics must not share the public http port")
     if not {"DATABASE_URL", "CLERK_WEBHOOK_SECRET"} <= env_names(c):
         err("ingest: needs DATABASE_URL and CLERK_WEBHOOK_SECRET")
     ingest_labels = ingest["spec"]["template"]["metadata"]["labels"]

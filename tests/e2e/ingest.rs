@@ -399,12 +399,16 @@ async fn health_readiness_and_metrics_answer() {
     let app = TestApp::builder().without_worker().start().await;
     let ingest = &app.ingest;
     assert_eq!(ingest.get("/healthz").await.status, 200);
+    assert_eq!(ingest.get_metrics("/healthz").await.status, 200);
     assert_eq!(ingest.get("/readyz").await.status, 200);
+    assert_eq!(ingest.get_metrics("/readyz").await.status, 200);
     ingest.post(&sample("user.created")).await;
     ingest
         .deliver(&Signer::new(OTHER_SECRET).sign(&sample("user.created")))
         .await;
-    let metrics = ingest.get("/metrics").await;
+    // Counts are published on METRICS_ADDR only, never on the public webhook port.
+    assert_eq!(ingest.get("/metrics").await.status, 404);
+    let metrics = ingest.get_metrics("/metrics").await;
     assert_eq!(metrics.status, 200);
     assert!(
         metrics

@@ -1,10 +1,12 @@
 //! End-to-end tests: real PostgreSQL, real HTTP, real signatures, real binaries.
 
 mod backfill;
+mod console;
 mod errors;
 mod faults;
 mod ingest;
 mod kinds;
+mod network;
 mod observability;
 mod operator;
 mod pooler;
@@ -12,4 +14,6 @@ mod processes;
 mod property;
 mod rls;
 mod security;
+mod slow_clients;
+mod soak;
 mod worker;

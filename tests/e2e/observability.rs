@@ -31,10 +31,14 @@ async fn both_services_expose_metrics_and_log_one_json_line_per_outcome_without_
     let app = TestApp::builder().without_worker().start().await;
     app.expect_dead(1);
     let db = &app.db;
-    let (ingest_port, worker_port) = (free_port(), free_port());
+    let (ingest_port, ingest_metrics_port, worker_port) = (free_port(), free_port(), free_port());
     let (ingest_log, worker_log) = (format!("{}-ingest", db.name), format!("{}-worker", db.name));
     // Debug level everywhere: not even debug logs may show a secret.
-    let env = [("RUST_LOG", "debug")];
+    let ingest_metrics_addr = format!("127.0.0.1:{ingest_metrics_port}");
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("METRICS_ADDR", ingest_metrics_addr.as_str()),
+    ];
     let mut ingest = spawn_ingest(&db.url, ingest_port, &ingest_log, &env);
     let metrics_addr = format!("127.0.0.1:{worker_port}");
     let mut worker = spawn_worker_with(
@@ -43,6 +47,7 @@ async fn both_services_expose_metrics_and_log_one_json_line_per_outcome_without_
         &[("METRICS_ADDR", &metrics_addr), ("RUST_LOG", "debug")],
     );
     wait_for_port(ingest_port).await;
+    wait_for_port(ingest_metrics_port).await;
     wait_for_port(worker_port).await;
 
     let url = format!("http://127.0.0.1:{ingest_port}/webhooks/clerk");
@@ -69,7 +74,18 @@ async fn both_services_expose_metrics_and_log_one_json_line_per_outcome_without_
     })
     .await;
 
-    let ingest_metrics = get(&format!("http://127.0.0.1:{ingest_port}/metrics")).await;
+    // Metrics only on METRICS_ADDR: the public webhook port does not publish counts.
+    let public = request(
+        &client(),
+        "GET",
+        &format!("http://127.0.0.1:{ingest_port}/metrics"),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(public.status, 404, "{public:?}");
+    let ingest_metrics = get(&format!("http://{ingest_metrics_addr}/metrics")).await;
     for family in [
         r#"clerk_sync_ingest_requests_total{status="202"} 2"#,
         r#"clerk_sync_ingest_requests_total{status="401"} 1"#,

@@ -133,7 +133,10 @@ impl Procs {
     async fn ingest(&self, port: u16) -> anyhow::Result<Child> {
         let child = self.spawn(
             "clerk-sync-ingest",
-            &[("LISTEN_ADDR", &format!("127.0.0.1:{port}"))],
+            &[
+                ("LISTEN_ADDR", &format!("127.0.0.1:{port}")),
+                ("METRICS_ADDR", "127.0.0.1:0"),
+            ],
         )?;
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))

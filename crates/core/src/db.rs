@@ -12,6 +12,10 @@ use sqlx::{
 /// How long a request may wait for a connection before it is refused (ingest answers 503).
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a connection given back to the pool may take to answer a ping before it is
+/// closed as dead (see [`connect`]).
+pub const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Our migrations (history in `clerk_sync._sqlx_migrations`, see `sqlx.toml`); apalis's run
 /// first (see [`migrate`]) and keep their own history table.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -54,6 +58,20 @@ pub async fn connect(
         .min_connections(0)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
+        // sqlx pings every connection it takes back, with no time limit: on a half-open
+        // connection (a black-holed link, a server that vanished without a reset) that ping
+        // would hold the connection's slot until TCP gives up, 15 minutes later, and the
+        // pool would run dry. Pinging first under a short limit closes such a connection.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                match tokio::time::timeout(RELEASE_PING_TIMEOUT, sqlx::Connection::ping(conn)).await
+                {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(sqlx::Error::Io(std::io::ErrorKind::TimedOut.into())),
+                }
+            })
+        })
         .after_connect(move |conn, _| {
             let sets = sets.clone();
             Box::pin(async move {

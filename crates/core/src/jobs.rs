@@ -265,6 +265,102 @@ pub async fn fail(
     Ok(written.rows_affected() == 1)
 }
 
+/// The advisory-lock class of worker sessions: a claiming worker holds
+/// `pg_advisory_lock(SESSION_LOCK, hashtext(<its apalis name>))` on a connection of its own
+/// for as long as it claims. PostgreSQL releases it the moment that session ends (the process
+/// died, its host or link went away and keepalives noticed), which is how other workers learn
+/// within a second that its jobs are orphans, instead of after three missed heartbeats.
+pub const SESSION_LOCK: i32 = 0x636c_6b73;
+
+/// How the names of workers that hold a session lock end. A worker of an older release
+/// (without a session lock, during a rolling upgrade) is never taken for dead by the lock:
+/// its jobs are rescued by the heartbeat rule only.
+pub const SESSION_SUFFIX: &str = "-s";
+
+/// A fresh apalis worker name for this process, one that holds its session lock.
+pub fn session_worker_name() -> String {
+    format!(
+        "clerk-sync-worker-{}-{}{SESSION_SUFFIX}",
+        std::process::id(),
+        ulid::Ulid::generate()
+    )
+}
+
+/// Takes `worker`'s session lock on `conn` (a connection of its own, not a pool's, kept
+/// open while the worker claims). Returns false if another session holds it.
+pub async fn lock_session(conn: &mut PgConnection, worker: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        .bind(SESSION_LOCK)
+        .bind(worker)
+        .fetch_one(conn)
+        .await
+}
+
+/// Puts back the jobs held by session-locked workers whose session lock is gone (their
+/// database session ended), and wakes the workers. Workers seen in the last hour are
+/// checked; older ones are the heartbeat rule's. Returns how many jobs were put back.
+pub async fn rescue_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"
+        WITH gone AS (
+            SELECT w.id FROM apalis.workers w
+            WHERE w.worker_type = $1
+              AND w.last_seen > now() - interval '1 hour'
+              AND right(w.id, length($2)) = $2
+              AND NOT EXISTS (
+                  SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'advisory' AND l.granted
+                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    AND l.classid = $3::int4::oid
+                    AND l.objid = hashtext(w.id)::oid
+                    AND l.objsubid = 2)
+        ), stale AS (
+            SELECT j.id FROM apalis.jobs j JOIN gone ON j.lock_by = gone.id
+            WHERE {running} AND j.job_type = $1
+            FOR UPDATE OF j SKIP LOCKED
+        ), rescued AS (
+            UPDATE apalis.jobs j
+            SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL,
+                attempts = j.attempts + 1,
+                last_result = '{{"Err": "Re-enqueued: the database session of its worker ended."}}'
+            FROM stale WHERE j.id = stale.id
+            RETURNING j.id
+        ), woken AS (
+            SELECT pg_notify('{WAKEUP}',
+                json_build_object('job_type', $1::text, 'id', min(id), 'run_at', now())::text)
+            FROM rescued HAVING count(*) > 0
+        )
+        SELECT (SELECT count(*) FROM rescued) + 0 * (SELECT count(*) FROM woken)
+        "#,
+        running = JobState::Running.condition(),
+    )))
+    .bind(QUEUE)
+    .bind(SESSION_SUFFIX)
+    .bind(SESSION_LOCK)
+    .fetch_one(pool)
+    .await
+    .map(|n: i64| n as u64)
+}
+
+/// Time from an event's arrival (`received_at`) to its job being done, in milliseconds, at
+/// each quantile of `quantiles` (0..=1), over every done job; empty without done jobs.
+pub async fn lag_quantiles_ms(pool: &PgPool, quantiles: &[f64]) -> Result<Vec<f64>, sqlx::Error> {
+    let row: Option<Vec<f64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"
+        SELECT percentile_cont($2::float8[]) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM j.done_at - e.received_at) * 1000)
+        FROM apalis.jobs j JOIN clerk_sync.webhook_events e ON e.job_id = j.id
+        WHERE j.job_type = $1 AND {done}
+        "#,
+        done = JobState::Done.condition(),
+    )))
+    .bind(QUEUE)
+    .bind(quantiles)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.unwrap_or_default())
+}
+
 /// The queue as operators see it: jobs by state, the oldest pending job's age, events stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod mirror;
 pub mod ops;
+pub mod readiness;
 pub mod samples;
 pub mod shutdown;
 pub mod telemetry;

@@ -81,6 +81,13 @@ impl IntoResponse for IngestError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        // A client too slow to send its request is not kept: the rest of its body would
+        // only hold the connection.
+        if matches!(self, Self::Timeout) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

@@ -21,6 +21,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let app = App::build(&config).await?;
     tracing::info!(
         listen_addr = %app.local_addr(),
+        metrics_addr = %app.metrics_addr(),
         secrets = config.secrets()?.len(),
         "clerk-sync-ingest listening; webhook endpoint is POST /webhooks/clerk"
     );

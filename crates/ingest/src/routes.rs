@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use clerk_sync_core::event::Summary;
+use clerk_sync_core::{event::Summary, readiness::Readiness};
 use http_body_util::BodyExt as _;
 use sqlx::PgPool;
 
@@ -27,16 +27,29 @@ use crate::{
 pub(crate) struct AppState {
     pool: PgPool,
     settings: Settings,
+    readiness: Readiness,
 }
 
-/// The public listener's routes.
-pub(crate) fn router(pool: PgPool, settings: Settings) -> Router {
-    Router::new()
+/// The public listener's routes and the metrics listener's (`METRICS_ADDR`). Load balancers
+/// and Kubernetes may probe the webhook port: it answers `/healthz` and `/readyz` too, but
+/// never `/metrics`.
+pub(crate) fn routers(pool: PgPool, settings: Settings, readiness: Readiness) -> (Router, Router) {
+    let state = Arc::new(AppState {
+        pool,
+        settings,
+        readiness,
+    });
+    let public = Router::new()
         .route("/webhooks/clerk", post(receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(state.clone());
+    let operators = Router::new()
         .route("/metrics", get(metrics))
-        .with_state(Arc::new(AppState { pool, settings }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    (public, operators)
 }
 
 /// `POST /webhooks/clerk`.
@@ -136,8 +149,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestEr
         event.body = kept.into();
     }
     let summary = Summary::of(&event.body);
-    let stored = store::store(&state.pool, &event, &summary)
+    // The server cancels a slow statement itself (statement_timeout); this bounds the wait
+    // when it cannot, because the link to it is gone without a reset (a black hole).
+    let stored = tokio::time::timeout(limit, store::store(&state.pool, &event, &summary))
         .await
+        .unwrap_or_else(|_| Err(sqlx::Error::Io(std::io::ErrorKind::TimedOut.into())))
         .map_err(|e| {
             // Logged here, once; the sender only learns that it should retry.
             tracing::error!(
@@ -181,13 +197,15 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the database answers.
+/// `GET /readyz`: the database answered within the last few seconds. Reads what the
+/// background probe found (`core::readiness`), so it answers at once whatever the database.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let ping = sqlx::query("SELECT 1").execute(&state.pool);
-    match tokio::time::timeout(clerk_sync_core::db::ACQUIRE_TIMEOUT, ping).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response(),
-    }
+    let (status, body) = state.readiness.answer();
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -34,9 +34,14 @@ pub struct Config {
     )]
     pub clerk_webhook_secret: SecretString,
 
-    /// Address to listen on.
+    /// Address to listen on: `POST /webhooks/clerk`, and `/healthz`, `/readyz`.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
+
+    /// Address of the operators' listener: `/metrics`, `/healthz`, `/readyz` (kept off the
+    /// public webhook port, so a public ingest does not publish its counts).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9092")]
+    pub metrics_addr: SocketAddr,
 
     /// Largest accepted request body; larger ones get 413 without being read whole
     /// [1024..=67108864].

@@ -6,17 +6,22 @@
 //!   letters), and the one place that writes a job's outcome;
 //! - `handler`: the apalis handler that hands each claimed job to the pipeline;
 //! - `supervisor`: the apalis worker that claims (and heartbeats, and rescues the jobs of
-//!   dead workers), rebuilt under a fresh name when the database drops it;
+//!   workers that stopped heartbeating), rebuilt under a fresh name when the database drops
+//!   it;
+//! - `session` and `rescue`: each claiming worker holds its database session (an advisory
+//!   lock); the jobs of a worker whose session ended are rescued within a second;
 //! - `wakeup`: claiming on every NOTIFY of a new job, and on a timer;
 //! - `retention`: pruning that never touches dead letters;
 //! - `settings`: [`Config`] (flags and environment, validated at start) and [`Settings`];
-//! - `server` and `metrics`: `/metrics` and `/healthz` on `METRICS_ADDR`.
+//! - `server` and `metrics`: `/metrics`, `/healthz` and `/readyz` on `METRICS_ADDR`.
 
 mod handler;
 pub mod metrics;
 pub mod pipeline;
+mod rescue;
 mod retention;
 mod server;
+mod session;
 mod settings;
 mod supervisor;
 mod wakeup;
@@ -122,8 +127,10 @@ impl Worker {
             self.settings.retention_interval,
             stop.clone(),
         ));
+        let rescue = tokio::spawn(rescue::run(self.pool.clone(), stop.clone()));
         supervisor::run(self.pool, self.settings, self.pipeline, stop).await;
         retention.abort();
+        rescue.abort();
         let _ = server.await;
         tracing::info!("clerk-sync-worker stopped");
         Ok(())

@@ -96,7 +96,7 @@ pub struct Config {
     #[arg(long, env = "MIRROR_SESSIONS")]
     pub mirror_sessions: bool,
 
-    /// Serves `/metrics` and `/healthz`.
+    /// Serves `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091")]
     pub metrics_addr: SocketAddr,
 

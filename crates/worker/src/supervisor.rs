@@ -1,6 +1,8 @@
 //! Runs the apalis worker that claims jobs. apalis ends a worker on any backend error (the
 //! database restarted, say); the supervisor then builds a new one under a fresh name after
-//! a backoff. Jobs the old one had claimed are rescued when its heartbeats stop.
+//! a backoff. Each apalis worker holds its database session (`session`) while it claims:
+//! when that ends, other workers rescue its jobs within a second (`rescue`); heartbeats stay
+//! the backstop for a worker that is connected but stuck.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use tokio::sync::watch;
 
 use clerk_sync_core::shutdown::stopped;
 
-use crate::{handler, pipeline::Pipeline, settings::Settings, wakeup::Wakeups};
+use crate::{handler, pipeline::Pipeline, session::Session, settings::Settings, wakeup::Wakeups};
 
 pub async fn run(
     pool: PgPool,
@@ -21,62 +23,70 @@ pub async fn run(
     pipeline: Pipeline,
     stop: watch::Receiver<bool>,
 ) {
-    let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    // Capped low: after an outage the worker claims again within seconds of the heal.
+    let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
     let mut restarts: u32 = 0;
     while !*stop.borrow() {
         // A fresh name each time: a restarted worker reusing its name would never free the
         // jobs its previous self had claimed.
-        let name = format!(
-            "clerk-sync-worker-{}-{}",
-            std::process::id(),
-            ulid::Ulid::generate()
-        );
-        let config = apalis_postgres::Config::default()
-            .queue(QUEUE)
-            .batch_size(settings.concurrency)
-            .heartbeat_interval(settings.heartbeat_interval)
-            .missed_heartbeats(3)
-            // get_jobs already claims the rows (Queued, lock_by = this worker); apalis's
-            // extra per-task status write would cost a commit per job before it starts.
-            .lock_tasks(false)
-            // The pipeline acks in the transaction that applies the event and writes
-            // failures itself; the backend only claims.
-            .persist_results(false);
-        let backend = PostgresStorage::<serde_json::Value>::new(&pool).with_config(config);
-        let wakeups = Wakeups::new(
-            {
-                let pool = pool.clone();
-                move || Pubsub::new(pool.clone(), QUEUE.to_owned())
-            },
-            settings.poll_interval,
-        );
-        let worker = WorkerBuilder::new(name.as_str())
-            .backend(PollWith::new(backend, wakeups))
-            .data(pipeline.clone())
-            .concurrency(settings.concurrency)
-            .build(handler::handle);
-        tracing::info!(worker.name = %name, "claiming jobs");
+        let name = clerk_sync_core::jobs::session_worker_name();
         let started = tokio::time::Instant::now();
-        let signal = {
-            let stop = stop.clone();
-            async move {
-                stopped(stop).await;
-                Ok::<(), std::io::Error>(())
-            }
-        };
-        let drain_limit = {
-            let stop = stop.clone();
-            let drain = settings.drain_timeout;
-            async move {
-                stopped(stop).await;
-                tokio::time::sleep(drain).await;
-            }
-        };
-        let result = tokio::select! {
-            result = worker.run_until(signal) => result,
-            () = drain_limit => {
-                tracing::warn!("in-flight jobs did not finish within the drain timeout; they will be rescued");
-                return;
+        let result: Result<(), String> = match Session::hold(&pool, &name).await {
+            Err(e) => Err(format!("{e:#}")),
+            Ok(mut session) => {
+                let config = apalis_postgres::Config::default()
+                    .queue(QUEUE)
+                    .batch_size(settings.concurrency)
+                    .heartbeat_interval(settings.heartbeat_interval)
+                    .missed_heartbeats(3)
+                    // get_jobs already claims the rows (Queued, lock_by = this worker);
+                    // apalis's extra per-task status write would cost a commit per job
+                    // before it starts.
+                    .lock_tasks(false)
+                    // The pipeline acks in the transaction that applies the event and
+                    // writes failures itself; the backend only claims.
+                    .persist_results(false);
+                let backend = PostgresStorage::<serde_json::Value>::new(&pool).with_config(config);
+                let wakeups = Wakeups::new(
+                    {
+                        let pool = pool.clone();
+                        move || Pubsub::new(pool.clone(), QUEUE.to_owned())
+                    },
+                    settings.poll_interval,
+                );
+                let worker = WorkerBuilder::new(name.as_str())
+                    .backend(PollWith::new(backend, wakeups))
+                    .data(pipeline.clone())
+                    .concurrency(settings.concurrency)
+                    .build(handler::handle);
+                tracing::info!(worker.name = %name, "claiming jobs");
+                let signal = {
+                    let stop = stop.clone();
+                    async move {
+                        stopped(stop).await;
+                        Ok::<(), std::io::Error>(())
+                    }
+                };
+                let drain_limit = {
+                    let stop = stop.clone();
+                    let drain = settings.drain_timeout;
+                    async move {
+                        stopped(stop).await;
+                        tokio::time::sleep(drain).await;
+                    }
+                };
+                tokio::select! {
+                    result = worker.run_until(signal) => result.map_err(|e| describe(&e)),
+                    () = drain_limit => {
+                        tracing::warn!("in-flight jobs did not finish within the drain timeout; they will be rescued");
+                        return;
+                    }
+                    // Other workers are rescuing this one's jobs already: stop claiming under
+                    // this name (late acks of its jobs do not land) and start afresh.
+                    why = session.lost(), if !*stop.borrow() => {
+                        Err(format!("the worker's database session was lost ({why})"))
+                    }
+                }
             }
         };
         if *stop.borrow() {
@@ -96,7 +106,7 @@ pub async fn run(
                 "worker ended; restarting"
             ),
             Err(e) => tracing::error!(
-                error = %describe(&e),
+                error = %e,
                 retry_in_ms = wait.as_millis() as u64,
                 "worker failed; restarting"
             ),
