@@ -21,9 +21,11 @@ export SQLX_OFFLINE=true
 if [[ $profile == release ]]; then flags=(--release); else flags=(); fi
 cargo build -q "${flags[@]}" -p clerk-sync-cli --bin clerk-sync
 bin=target/$profile
+sql() { PGOPTIONS='-c client_min_messages=warning' psql "$url" -X -q -v ON_ERROR_STOP=1 "$@"; }
+# SKIP_SEED=1 times the pages of the database the last run seeded.
+if [[ -z ${SKIP_SEED:-} ]]; then
 PGOPTIONS="-c client_min_messages=warning" psql "$base/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 $bin/clerk-sync migrate --database-url "$url" >/dev/null
-sql() { PGOPTIONS='-c client_min_messages=warning' psql "$url" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 echo "seeding $jobs jobs..." >&2
 # In SQL, as ingest and a worker would leave them: the real user.created sample with its own
@@ -68,6 +70,7 @@ INSERT INTO clerk.users (id, first_name, primary_email_address, version, raw)
 SELECT object, 'Seed', object || '@example.com', at, '{}'::jsonb FROM seed;
 VACUUM ANALYZE;
 SQL
+fi
 
 DATABASE_URL=$url CONSOLE_ADDR=127.0.0.1:$port $bin/clerk-sync console >/tmp/cs-bench-console.log 2>&1 &
 pid=$!
@@ -79,16 +82,16 @@ dead=$(sql -At -c "SELECT job_id FROM clerk_sync.dead_letters LIMIT 1")
 page2=$(curl -fs "http://127.0.0.1:$port/jobs" | grep -o 'after=[0-9A-Z]*' | head -1)
 
 time_page() {
-  local path=$1 times=()
-  curl -fs -o /dev/null "http://127.0.0.1:$port$path"
+  local path=$1 times=() status
+  status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$path")
   for _ in $(seq "$runs"); do
-    times+=("$(curl -fs -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port$path")")
+    times+=("$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port$path")")
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v p="$path" '{a[NR]=$1} END {printf "| `%s` | %.1f | %.1f |\n", p, a[int((NR+1)/2)]*1000, a[NR]*1000}'
+  printf '%s\n' "${times[@]}" | sort -n | awk -v p="$path" -v s="$status" '{a[NR]=$1} END {printf "| `%s` | %s | %.1f | %.1f |\n", p, s, a[int((NR+1)/2)]*1000, a[NR]*1000}'
 }
 
-echo "| page | median (ms) | slowest (ms) |"
-echo "| --- | --- | --- |"
+echo "| page | status | median (ms) | slowest (ms) |"
+echo "| --- | --- | --- | --- |"
 for path in / /jobs "/jobs?$page2" "/jobs?state=dead" "/jobs?state=done" "/jobs?type=user.created" \
     "/jobs?q=$svix" "/jobs?q=$object" "/jobs?q=$object%40example.com" \
     "/jobs?since=$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M)" \
