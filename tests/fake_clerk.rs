@@ -33,6 +33,9 @@ pub struct Data {
     pub users: Vec<Value>,
     pub organizations: Vec<Value>,
     pub memberships: Vec<Value>,
+    /// Every other listing, by its path (`/v1/organization_roles`, ...): the registry's
+    /// kinds with a [`clerk_sync_core::mirror::Listing`].
+    pub lists: HashMap<&'static str, Vec<Value>>,
     pub faults: Vec<Fault>,
     /// (path, offset) of every list request, in order.
     pub requests: Vec<(String, i64)>,
@@ -45,7 +48,15 @@ pub struct FakeClerk {
 }
 
 impl FakeClerk {
-    pub async fn start(data: Data) -> Self {
+    /// Serves `data`; every registered kind's listing that `data.lists` leaves out is empty.
+    pub async fn start(mut data: Data) -> Self {
+        for kind in clerk_sync_core::mirror::KINDS {
+            if let Some(listing) = kind.listing
+                && items(&data, listing.path).is_empty()
+            {
+                data.lists.entry(listing.path).or_default();
+            }
+        }
         let data = Arc::new(Mutex::new(data));
         let app = Router::new()
             .route("/v1/users", get(users))
@@ -54,6 +65,7 @@ impl FakeClerk {
             .route("/v1/organizations", get(organizations))
             .route("/v1/organizations/{id}", get(organization))
             .route("/v1/organization_memberships", get(memberships))
+            .route("/v1/{name}", get(other_list))
             .with_state(data.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -82,15 +94,21 @@ fn check(headers: &HeaderMap) -> Option<Response> {
     })
 }
 
-/// Pages `items`, after recording the request and serving any fault that matches.
-fn list(
-    data: &Shared,
-    path: &'static str,
-    q: &HashMap<String, String>,
-    headers: &HeaderMap,
-    pick: fn(&Data) -> &Vec<Value>,
-    wrap: bool,
-) -> Response {
+/// The objects a listing path serves.
+fn items<'a>(d: &'a Data, path: &str) -> &'a [Value] {
+    match path {
+        "/v1/users" => &d.users,
+        "/v1/organizations" => &d.organizations,
+        "/v1/organization_memberships" => &d.memberships,
+        other => d.lists.get(other).map_or(&[], Vec::as_slice),
+    }
+}
+
+/// Pages a listing, after recording the request and serving any fault that matches.
+/// Users come as a bare array, every other listing wrapped with `total_count`, as Clerk
+/// answers.
+fn list(data: &Shared, path: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+    let wrap = path != "/v1/users";
     if let Some(denied) = check(headers) {
         return denied;
     }
@@ -119,7 +137,7 @@ fn list(
         }
         return r;
     }
-    let items = pick(&d);
+    let items = items(&d, path);
     let page: Vec<Value> = items
         .iter()
         .skip(offset as usize)
@@ -138,7 +156,7 @@ async fn users(
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
 ) -> Response {
-    list(&d, "/v1/users", &q, &h, |d| &d.users, false)
+    list(&d, "/v1/users", &q, &h)
 }
 
 async fn users_count(State(d): State<Shared>, h: HeaderMap) -> Response {
@@ -169,7 +187,7 @@ async fn organizations(
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
 ) -> Response {
-    list(&d, "/v1/organizations", &q, &h, |d| &d.organizations, true)
+    list(&d, "/v1/organizations", &q, &h)
 }
 
 async fn organization(State(d): State<Shared>, Path(id): Path<String>, h: HeaderMap) -> Response {
@@ -181,12 +199,22 @@ async fn memberships(
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
 ) -> Response {
-    list(
-        &d,
-        "/v1/organization_memberships",
-        &q,
-        &h,
-        |d| &d.memberships,
-        true,
-    )
+    list(&d, "/v1/organization_memberships", &q, &h)
+}
+
+async fn other_list(
+    State(d): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    let path = format!("/v1/{name}");
+    if !d.lock().unwrap().lists.contains_key(path.as_str()) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"errors": [{"code": "resource_not_found"}]})),
+        )
+            .into_response();
+    }
+    list(&d, &path, &q, &h)
 }

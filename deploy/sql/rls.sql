@@ -115,8 +115,7 @@ DECLARE
     t text;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'clerk_sync_worker') THEN
-        FOREACH t IN ARRAY ARRAY['users', 'organizations', 'organization_memberships',
-                                 'roles', 'permissions'] LOOP
+        FOR t IN SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'clerk' LOOP
             EXECUTE format('DROP POLICY IF EXISTS "clerk-sync worker" ON clerk.%I', t);
             EXECUTE format('CREATE POLICY "clerk-sync worker" ON clerk.%I FOR ALL '
                            'TO clerk_sync_worker USING (true) WITH CHECK (true)', t);

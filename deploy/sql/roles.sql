@@ -34,12 +34,17 @@ GRANT INSERT ON apalis.jobs TO clerk_sync_ingest;
 
 -- worker: claim and finish jobs, read stored events, write the mirror, keep errors, prune.
 GRANT USAGE ON SCHEMA clerk, clerk_sync, apalis TO clerk_sync_worker;
-GRANT SELECT, INSERT, UPDATE ON clerk.users, clerk.organizations, clerk.organization_memberships,
-    clerk.roles, clerk.permissions
-    TO clerk_sync_worker;
+-- Every mirror table (one per kind: users, organizations, memberships, invitations, domains,
+-- roles, permissions, waitlist, billing, sessions), and those that later migrations (run by
+-- this same owner) add for new kinds.
+GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA clerk TO clerk_sync_worker;
+ALTER DEFAULT PRIVILEGES IN SCHEMA clerk GRANT SELECT, INSERT, UPDATE ON TABLES TO clerk_sync_worker;
 GRANT SELECT, DELETE ON clerk_sync.webhook_events TO clerk_sync_worker;
 GRANT SELECT, INSERT, DELETE ON clerk_sync.job_errors TO clerk_sync_worker;
 GRANT SELECT ON clerk_sync.dead_letters TO clerk_sync_worker;
+-- For its metric of what `clerk-sync reconcile` repaired.
+GRANT SELECT (kind, repaired, reconcile, completed_at) ON clerk_sync.backfill_runs
+    TO clerk_sync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON apalis.jobs, apalis.workers TO clerk_sync_worker;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO clerk_sync_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA clerk_sync TO clerk_sync_worker;
@@ -55,8 +60,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['users', 'organizations', 'organization_memberships',
-                             'roles', 'permissions'] LOOP
+    FOR t IN SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'clerk' LOOP
         EXECUTE format('DROP POLICY IF EXISTS "clerk-sync worker" ON clerk.%I', t);
         EXECUTE format('CREATE POLICY "clerk-sync worker" ON clerk.%I FOR ALL '
                        'TO clerk_sync_worker USING (true) WITH CHECK (true)', t);

@@ -309,3 +309,176 @@ async fn prune_tombstones_what_clerk_no_longer_has_and_dry_run_only_tells() {
     .unwrap();
     assert_eq!(deleted_at, started_at, "versioned by the listing's start");
 }
+
+/// A sample's object with a chosen id and version.
+fn listed(event_type: &str, id: &str, version: i64) -> Value {
+    let mut d: Value =
+        serde_json::from_str::<Value>(clerk_sync_core::samples::get(event_type).unwrap()).unwrap()
+            ["data"]
+            .clone();
+    d["id"] = serde_json::json!(id);
+    d["updated_at"] = serde_json::json!(version);
+    d
+}
+
+/// Backfill fills every other kind Clerk lists; reconcile then repairs what changed in
+/// Clerk without a webhook, and records per kind how many objects it repaired, which the
+/// worker exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_and_reconcile_cover_every_listed_kind() {
+    let app = TestApp::start().await;
+    let db = &app.db;
+    let mut data = Data::default();
+    data.lists.insert(
+        "/v1/organization_invitations",
+        (0..3)
+            .map(|i| {
+                listed(
+                    "organizationInvitation.created",
+                    &format!("orginv_{i}"),
+                    LISTED_AT,
+                )
+            })
+            .collect(),
+    );
+    data.lists.insert(
+        "/v1/organization_domains",
+        vec![listed("organizationDomain.created", "orgdmn_0", LISTED_AT)],
+    );
+    data.lists.insert(
+        "/v1/organization_roles",
+        (0..2)
+            .map(|i| listed("role.created", &format!("role_{i}"), LISTED_AT))
+            .collect(),
+    );
+    data.lists.insert(
+        "/v1/organization_permissions",
+        (0..2)
+            .map(|i| listed("permission.created", &format!("perm_{i}"), LISTED_AT))
+            .collect(),
+    );
+    data.lists.insert(
+        "/v1/waitlist_entries",
+        vec![listed("waitlistEntry.created", "wle_0", LISTED_AT)],
+    );
+    let fake = FakeClerk::start(data).await;
+
+    let out = backfill(
+        db,
+        &fake,
+        &[
+            "--kind",
+            "invitations,domains",
+            "--kind",
+            "roles,permissions,waitlist_entries",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let summary: Value = serde_json::from_str(&out.stdout).unwrap();
+    for (kind, n) in [
+        ("invitations", 3),
+        ("domains", 1),
+        ("roles", 2),
+        ("permissions", 2),
+        ("waitlist_entries", 1),
+    ] {
+        assert_eq!(summary[kind]["inserted"], n, "{kind}: {summary}");
+    }
+    assert!(
+        summary.get("users").is_none(),
+        "only the kinds asked for: {summary}"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM clerk.roles WHERE permissions = '{org:invoices:read,org:sys_memberships:read}'"
+        )
+        .await,
+        2
+    );
+
+    // In Clerk, without webhooks: a role changed, a waitlist entry joined, a permission
+    // went away.
+    {
+        let mut d = fake.data.lock().unwrap();
+        let roles = d.lists.get_mut("/v1/organization_roles").unwrap();
+        roles[1]["name"] = serde_json::json!("Renamed");
+        roles[1]["updated_at"] = serde_json::json!(LISTED_AT + 1000);
+        d.lists
+            .get_mut("/v1/waitlist_entries")
+            .unwrap()
+            .push(listed("waitlistEntry.created", "wle_1", LISTED_AT));
+        d.lists
+            .get_mut("/v1/organization_permissions")
+            .unwrap()
+            .pop();
+    }
+    let out = cli_with(
+        &db.url,
+        &["reconcile", "--json"],
+        &[
+            ("CLERK_API_URL", &fake.url()),
+            ("CLERK_SECRET_KEY", SECRET_KEY),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let runs: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT kind, repaired, reconcile FROM clerk_sync.backfill_runs \
+         WHERE completed_at IS NOT NULL ORDER BY kind",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let repaired = |kind: &str| {
+        runs.iter()
+            .find(|r| r.0 == kind)
+            .map(|r| (r.1, r.2))
+            .unwrap_or_else(|| panic!("{kind}: {runs:?}"))
+    };
+    assert_eq!(repaired("roles"), (Some(1), true));
+    assert_eq!(repaired("waitlist_entries"), (Some(1), true));
+    assert_eq!(repaired("permissions"), (Some(1), true), "pruned");
+    assert_eq!(repaired("invitations"), (Some(0), true));
+    assert_eq!(repaired("users"), (Some(0), true), "every listed kind");
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM clerk.permissions WHERE id = 'perm_1' AND deleted_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM clerk.roles WHERE id = 'role_1' AND name = 'Renamed'")
+            .await,
+        1
+    );
+
+    let metrics = clerk_sync_tests::http::request(
+        &clerk_sync_tests::http::client(),
+        "GET",
+        &format!("http://{}/metrics", app.metrics_addr()),
+        &[],
+        vec![],
+    )
+    .await
+    .unwrap()
+    .body;
+    for line in [
+        r#"clerk_sync_reconcile_repaired_objects{kind="roles"} 1"#,
+        r#"clerk_sync_reconcile_repaired_objects{kind="invitations"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
+
+    // Kinds Clerk does not list are refused by name.
+    let out = backfill(db, &fake, &["--kind", "sessions"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Clerk's Backend API does not list sessions"),
+        "{}",
+        out.stderr
+    );
+}

@@ -5,6 +5,7 @@ mod console;
 mod errors;
 mod faults;
 mod ingest;
+mod kinds;
 mod observability;
 mod operator;
 mod pooler;

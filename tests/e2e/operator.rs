@@ -472,6 +472,32 @@ async fn replay_and_discard_take_svix_ids_keep_the_history_and_are_audited() {
     let out = app.cli(&["discard", &m2]).await;
     assert_eq!(out.code, 1, "discarded twice: {out:?}");
     assert!(out.stderr.contains("not dead-lettered"), "{out:?}");
+
+    // The console's overview counts the same.
+    let o = clerk_sync_core::ops::overview(app.pool()).await.unwrap();
+    assert_eq!(o.stats, app.stats().await);
+    assert_eq!(o.dead_by_type, [(Some("user.created".to_owned()), 1)]);
+    assert_eq!(o.dead_by_error.len(), 1);
+    assert!(
+        o.dead_by_error[0]
+            .0
+            .as_deref()
+            .unwrap()
+            .contains("no_mallory"),
+        "{o:?}"
+    );
+    assert!(
+        (60..=62).contains(&o.last_hour.len()),
+        "{}",
+        o.last_hour.len()
+    );
+    assert_eq!(o.last_hour.iter().map(|b| b.received).sum::<i64>(), 2);
+    assert_eq!(o.last_day.iter().map(|b| b.received).sum::<i64>(), 2);
+    assert_eq!(
+        o.last_hour.iter().map(|b| b.done).sum::<i64>(),
+        1,
+        "the discarded one"
+    );
     let shown = json(&app.cli(&["show", "--json", &m2]).await);
     assert_eq!(shown["job"]["outcome"], "discarded");
     assert_eq!(shown["history"][1]["kind"], "discarded");

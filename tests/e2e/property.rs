@@ -1,58 +1,113 @@
-//! Property: any permutation of an event history, with any duplicates, delivered through
+//! Property: any permutation of an event history mixing every kind of the registry (parent
+//! deletes included), with any duplicates, delivered through
 //! the real ingest endpoint and applied by several concurrent workers, ends with the same
 //! mirror as applying each event once, in order.
 
 use std::time::Duration;
 
-use clerk_sync_core::mirror::{self, Decoded, Options};
-use clerk_sync_tests::{TestApp, TestDb, events::*};
+use clerk_sync_core::mirror::{self, Decoded, KINDS, Kind, Options};
+use clerk_sync_tests::{TestApp, TestDb, worker::fast_settings};
 use futures::StreamExt as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Event {
     time: i64,
     body: Vec<u8>,
 }
 
-enum Kind {
-    User,
-    Org,
-    Membership { org: String, user: String },
+/// One object of the history: its kind, id, parents' ids (by the kind's parent pointers),
+/// how many updates follow its creation, and whether it is deleted at the end (kinds that
+/// Clerk deletes).
+struct Object {
+    kind: &'static Kind,
+    id: String,
+    parents: Vec<(&'static str, String)>,
+    updates: usize,
+    deleted: bool,
 }
 
-/// One seed's history: every object's created, updates and maybe a delete, interleaved
-/// at random on one timeline with distinct times.
+/// The mirror options of the property: every optional kind on, so every kind is covered.
+fn options() -> Options {
+    Options {
+        optional_kinds: KINDS
+            .iter()
+            .filter(|k| k.optional)
+            .map(|k| k.name)
+            .collect(),
+        ..Options::default()
+    }
+}
+
+/// A kind's sample envelopes: the upserting ones, and its delete (if Clerk sends one).
+fn templates(kind: &Kind) -> (Vec<(String, Value)>, Option<Value>) {
+    let mut upserts = Vec::new();
+    let mut delete = None;
+    for s in kind.samples {
+        let action = s.event_type.split_once('.').unwrap().1;
+        let body: Value = serde_json::from_str(s.body).unwrap();
+        if kind.deletes.contains(&action) {
+            delete = Some(body);
+        } else {
+            upserts.push((action.to_owned(), body));
+        }
+    }
+    (upserts, delete)
+}
+
+/// Sets the string at a JSON pointer, making the objects on the way.
+fn set(v: &mut Value, pointer: &str, value: &str) {
+    let mut at = v;
+    for part in pointer.trim_start_matches('/').split('/') {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        at = at
+            .as_object_mut()
+            .unwrap()
+            .entry(part)
+            .or_insert(Value::Null);
+    }
+    *at = json!(value);
+}
+
+/// One seed's history: objects of every kind (children naming parents of the same seed),
+/// each created, updated and maybe deleted, interleaved at random on one timeline with
+/// distinct times.
 fn history(seed: u64) -> Vec<Event> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let users: Vec<String> = (0..rng.usize(1..=4))
-        .map(|i| format!("user_s{seed}_{i}"))
-        .collect();
-    let orgs: Vec<String> = (0..rng.usize(1..=3))
-        .map(|i| format!("org_s{seed}_{i}"))
-        .collect();
-    let mut objects: Vec<(String, Kind, usize, bool)> = Vec::new();
-    for u in &users {
-        objects.push((u.clone(), Kind::User, rng.usize(0..=3), rng.u8(0..10) < 3));
-    }
-    for o in &orgs {
-        objects.push((o.clone(), Kind::Org, rng.usize(0..=3), rng.u8(0..10) < 3));
-    }
-    for i in 0..rng.usize(0..=5) {
-        let org = orgs[rng.usize(0..orgs.len())].clone();
-        let user = users[rng.usize(0..users.len())].clone();
-        objects.push((
-            format!("orgmem_s{seed}_{i}"),
-            Kind::Membership { org, user },
-            rng.usize(0..=3),
-            rng.u8(0..10) < 3,
-        ));
+    let mut objects: Vec<Object> = Vec::new();
+    for kind in KINDS {
+        // The first three kinds carry the parent deletes: more of them.
+        let n = match kind.name {
+            "users" => rng.usize(1..=4),
+            "organizations" => rng.usize(1..=3),
+            "memberships" => rng.usize(0..=5),
+            _ => rng.usize(0..=1),
+        };
+        for i in 0..n {
+            let parents = kind
+                .parents
+                .iter()
+                .map(|p| {
+                    let of: Vec<&Object> =
+                        objects.iter().filter(|o| o.kind.name == p.kind).collect();
+                    (p.pointer, of[rng.usize(0..of.len())].id.clone())
+                })
+                .collect();
+            objects.push(Object {
+                kind,
+                id: format!("{}s{seed}_{i}", kind.id_prefix),
+                parents,
+                updates: rng.usize(0..=3),
+                deleted: !kind.deletes.is_empty() && rng.u8(0..10) < 3,
+            });
+        }
     }
     // Steps taken so far per object; an object's steps are created, updates, delete.
     let mut step = vec![0usize; objects.len()];
-    let mut last_version = vec![0i64; objects.len()];
-    // A membership delete repeats the membership exactly as last updated.
-    let mut last_role = vec![String::new(); objects.len()];
-    let total = |o: &(String, Kind, usize, bool)| 1 + o.2 + usize::from(o.3);
+    // A delete that repeats the object (a membership's) repeats it as last updated.
+    let mut last: Vec<Option<Value>> = vec![None; objects.len()];
+    let total = |o: &Object| 1 + o.updates + usize::from(o.deleted);
     let mut time = 1_760_000_000_000 + (seed as i64) * 10_000_000;
     let mut events = Vec::new();
     loop {
@@ -64,45 +119,51 @@ fn history(seed: u64) -> Vec<Event> {
         }
         let i = open[rng.usize(0..open.len())];
         time += rng.i64(1..5_000);
-        let (id, kind, updates, _) = &objects[i];
-        let n = step[i];
-        let action = if n == 0 {
-            "created"
-        } else if n <= *updates {
-            "updated"
+        let o = &objects[i];
+        let (upserts, delete) = templates(o.kind);
+        let mut envelope = if step[i] <= o.updates {
+            // Created first (the kind's first sample), then any of its other events.
+            let (action, template) = if step[i] == 0 {
+                &upserts[0]
+            } else {
+                &upserts[rng.usize(0..upserts.len())]
+            };
+            let mut e = template.clone();
+            e["type"] = json!(format!("{}.{action}", o.kind.object));
+            e["data"]["id"] = json!(o.id);
+            e["data"]["updated_at"] = json!(time);
+            for (pointer, id) in &o.parents {
+                set(&mut e["data"], pointer, id);
+            }
+            // A field that differs with every version, as real updates do.
+            e["data"]["public_metadata"] = json!({"v": format!("v{}-{}", step[i], rng.u32(..))});
+            last[i] = Some(e["data"].clone());
+            e
         } else {
-            "deleted"
-        };
-        let label = format!("v{n}-{}", rng.u32(..));
-        let body = match (kind, action) {
-            (Kind::User, "deleted") => user_deleted(id, time),
-            (Kind::User, _) => user_event(action, id, time, &label),
-            (Kind::Org, "deleted") => org_deleted(id, time),
-            (Kind::Org, _) => org_event(action, id, time, &label),
-            (Kind::Membership { org, user }, "deleted") => {
-                membership_deleted(id, org, user, last_version[i], &last_role[i], time)
+            let mut e = delete.expect("only kinds with a delete are deleted");
+            if e["data"].get("updated_at").is_some() {
+                e["data"] = last[i].clone().expect("created before deleted");
+            } else {
+                e["data"]["id"] = json!(o.id);
             }
-            (Kind::Membership { org, user }, _) => {
-                last_role[i] = format!("org:{label}");
-                membership_event(action, id, org, user, time, &last_role[i])
-            }
+            e
         };
-        if action != "deleted" {
-            last_version[i] = time;
-        }
+        envelope["timestamp"] = json!(time);
         step[i] += 1;
-        events.push(Event { time, body });
+        events.push(Event {
+            time,
+            body: serde_json::to_vec(&envelope).unwrap(),
+        });
     }
 }
 
 async fn snapshot(db: &TestDb) -> Vec<(String, Value)> {
     let mut rows = Vec::new();
-    for table in [
-        "clerk.users",
-        "clerk.organizations",
-        "clerk.organization_memberships",
-    ] {
-        let sql = format!("SELECT id, to_jsonb(t) - 'synced_at' FROM {table} t ORDER BY id");
+    for kind in KINDS {
+        let sql = format!(
+            "SELECT id, to_jsonb(t) - 'synced_at' FROM {} t ORDER BY id",
+            kind.table
+        );
         let mut part: Vec<(String, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(&db.pool)
             .await
@@ -123,7 +184,14 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let expected = TestDb::new().await;
-    let mut app = TestApp::builder().workers(3).start().await;
+    let options = options();
+    let mut settings = fast_settings();
+    settings.mirror = options.clone();
+    let mut app = TestApp::builder()
+        .settings(settings)
+        .workers(3)
+        .start()
+        .await;
     let (actual, ingest) = (&app.db, &app.ingest);
 
     let mut deliveries_total = 0;
@@ -132,11 +200,10 @@ async fn any_order_and_any_duplicates_converge_to_the_in_order_result() {
         // In order, once each: the reference.
         events.sort_by_key(|e| e.time);
         for e in &events {
-            let Decoded::Change(change) = mirror::decode(&e.body, &Options::default()).unwrap()
-            else {
+            let Decoded::Change(change) = mirror::decode(&e.body, &options).unwrap() else {
                 panic!("every event of the history is mirrored");
             };
-            mirror::apply(&expected.pool, &change, &Options::default())
+            mirror::apply(&expected.pool, &change, &options)
                 .await
                 .unwrap();
         }

@@ -22,14 +22,19 @@ use crate::{
 
 #[derive(Debug, Clone, Args)]
 pub struct BackfillArgs {
-    /// Users (GET /v1/users). Without any of --users/--organizations/--memberships, all three.
-    #[arg(long)]
+    /// The kinds to fill, repeated or comma-separated (users, organizations, memberships,
+    /// invitations, roles, permissions, waitlist_entries). Default: every kind Clerk's
+    /// Backend API lists.
+    #[arg(long = "kind", value_name = "KIND", value_delimiter = ',', value_parser = listed_kind)]
+    pub kinds: Vec<&'static str>,
+    /// Same as --kind users.
+    #[arg(long, hide = true)]
     pub users: bool,
-    /// Organizations (GET /v1/organizations).
-    #[arg(long)]
+    /// Same as --kind organizations.
+    #[arg(long, hide = true)]
     pub organizations: bool,
-    /// Organization memberships (GET /v1/organization_memberships).
-    #[arg(long)]
+    /// Same as --kind memberships.
+    #[arg(long, hide = true)]
     pub memberships: bool,
     /// Tombstone mirror rows that a complete listing no longer contains (users and
     /// organizations are confirmed one by one with a GET first).
@@ -41,6 +46,10 @@ pub struct BackfillArgs {
     /// Start over instead of resuming an interrupted run.
     #[arg(long)]
     pub restart: bool,
+    /// Set by `clerk-sync reconcile` (a fresh listing of every kind, pruning, recorded as a
+    /// reconcile).
+    #[arg(skip)]
+    pub reconcile: bool,
     /// Clerk secret key (sk_live_… / sk_test_…).
     #[arg(
         long,
@@ -73,6 +82,24 @@ pub struct BackfillArgs {
     pub retry_base_delay_ms: u64,
 }
 
+/// clap's parser for `--kind`: a registered kind that Clerk's Backend API lists.
+fn listed_kind(value: &str) -> Result<&'static str, String> {
+    let listed: Vec<&str> = mirror::KINDS
+        .iter()
+        .filter(|k| k.listing.is_some())
+        .map(|k| k.name)
+        .collect();
+    match Kind::by_name(value) {
+        Some(k) if k.listing.is_some() => Ok(k.name),
+        Some(k) => Err(format!(
+            "Clerk's Backend API does not list {} (kinds it lists: {})",
+            k.name,
+            listed.join(", ")
+        )),
+        None => Err(format!("no such kind (kinds: {})", listed.join(", "))),
+    }
+}
+
 /// clap's parser for `CLERK_API_URL`.
 fn api_url(value: &str) -> Result<String, String> {
     match value.split_once("://") {
@@ -99,6 +126,14 @@ pub struct Counts {
     pub older: u64,
     pub invalid: u64,
     pub pruned: u64,
+}
+
+impl Counts {
+    /// Objects the mirror did not have right: inserted, updated or tombstoned (what
+    /// webhooks missed, when the worker is keeping up).
+    pub fn repaired(&self) -> u64 {
+        self.inserted + self.updated + self.pruned
+    }
 }
 
 /// A stored row's data version (None: a tombstone without data), if the row exists.
@@ -195,14 +230,17 @@ pub async fn run(
     pool: &PgPool,
     args: &BackfillArgs,
 ) -> anyhow::Result<Vec<(&'static Kind, Counts)>> {
-    let chosen: Vec<&str> = [
+    let mut chosen: Vec<&str> = args.kinds.clone();
+    for (on, k) in [
         (args.users, "users"),
         (args.organizations, "organizations"),
         (args.memberships, "memberships"),
-    ]
-    .into_iter()
-    .filter_map(|(on, k)| on.then_some(k))
-    .collect();
+    ] {
+        if on && !chosen.contains(&k) {
+            chosen.push(k);
+        }
+    }
+    // Registry order: parents before children.
     let kinds: Vec<&'static Kind> = mirror::KINDS
         .iter()
         .copied()
@@ -373,10 +411,13 @@ async fn backfill_kind(
     }
     if !args.dry_run {
         sqlx::query(
-            "UPDATE clerk_sync.backfill_runs SET completed_at = now(), counts = $2 WHERE kind = $1",
+            "UPDATE clerk_sync.backfill_runs SET completed_at = now(), counts = $2, repaired = $3, \
+             reconcile = $4 WHERE kind = $1",
         )
         .bind(name)
         .bind(serde_json::to_value(counts)?)
+        .bind(counts.repaired() as i64)
+        .bind(args.reconcile)
         .execute(pool)
         .await?;
     }
@@ -456,6 +497,7 @@ pub fn summary(results: &[(&Kind, Counts)], dry_run: bool) -> String {
         "SKIPPED (OLDER)",
         "INVALID",
         "PRUNED",
+        "REPAIRED",
     ]);
     for (kind, c) in results {
         t.row(vec![
@@ -467,6 +509,7 @@ pub fn summary(results: &[(&Kind, Counts)], dry_run: bool) -> String {
             c.older.to_string(),
             c.invalid.to_string(),
             c.pruned.to_string(),
+            c.repaired().to_string(),
         ]);
     }
     let mut out = t.render();

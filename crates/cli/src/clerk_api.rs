@@ -1,7 +1,11 @@
 //! Clerk's Backend API, the few list endpoints backfill needs: paging by limit/offset,
-//! honouring `429 Retry-After`, backing off on 5xx and network errors.
+//! within Clerk's rate limit, honouring `429 Retry-After`, backing off on 5xx and network
+//! errors, with a timeout on every request.
 
-use std::time::Duration;
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use clerk_sync_core::backoff::Backoff;
@@ -21,6 +25,24 @@ pub struct ClerkApi {
     pub requests: u64,
     pub throttled: u64,
     pub retried: u64,
+    /// Requests allowed per [`RATE_WINDOW`], and when the last ones were sent.
+    rate_limit: usize,
+    rate_window: Duration,
+    sent: VecDeque<Instant>,
+}
+
+/// Clerk counts requests per key over 10 seconds.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Clerk's Backend API rate limit for a secret key, per [`RATE_WINDOW`]: 1,000 for a
+/// production instance (`sk_live_…`), 100 for a development one (`sk_test_…`, or any key
+/// we cannot tell).
+pub fn rate_limit(secret: &str) -> usize {
+    if secret.starts_with("sk_live_") {
+        1_000
+    } else {
+        100
+    }
 }
 
 /// One page of a listing.
@@ -40,6 +62,9 @@ impl ClerkApi {
     pub fn new(base: &str, secret: SecretString, timeout: Duration) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
+            rate_limit: rate_limit(secret.expose_secret()),
+            rate_window: RATE_WINDOW,
+            sent: VecDeque::new(),
             secret,
             client: http::client_with_timeout(timeout),
             max_retries: 8,
@@ -117,6 +142,7 @@ impl ClerkApi {
         let mut failures = 0;
         let mut throttles = 0;
         loop {
+            self.pace().await;
             let result = http::request_full(&self.client, "GET", url, &headers, Vec::new()).await;
             self.requests += 1;
             let wait = match result {
@@ -151,6 +177,31 @@ impl ClerkApi {
         }
     }
 
+    /// Waits until one more request stays within the rate limit: never more than
+    /// `rate_limit` requests in any window of [`RATE_WINDOW`], so a long run does not meet
+    /// 429s.
+    async fn pace(&mut self) {
+        let now = Instant::now();
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.rate_window)
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() >= self.rate_limit
+            && let Some(oldest) = self.sent.pop_front()
+        {
+            let wait = self.rate_window.saturating_sub(now.duration_since(oldest));
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "pacing to Clerk's rate limit"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        self.sent.push_back(Instant::now());
+    }
+
     fn backoff(&mut self, failures: u32, why: &str) -> Duration {
         self.retried += 1;
         let wait = self.backoff.delay(failures);
@@ -165,4 +216,41 @@ impl ClerkApi {
 
 fn one_line(s: &str) -> String {
     crate::table::one_line(s, 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_follows_the_key() {
+        assert_eq!(rate_limit("sk_live_abc"), 1_000);
+        assert_eq!(rate_limit("sk_test_abc"), 100);
+        assert_eq!(rate_limit("something_else"), 100);
+    }
+
+    /// With a limit of 3 per window, the fourth request waits until the first leaves the
+    /// window.
+    #[tokio::test]
+    async fn pacing_keeps_requests_within_the_window() {
+        let mut api = ClerkApi::new(
+            "http://127.0.0.1:9",
+            SecretString::from("sk_test_x"),
+            Duration::from_secs(1),
+        );
+        api.rate_limit = 3;
+        api.rate_window = Duration::from_millis(300);
+        let start = Instant::now();
+        for _ in 0..3 {
+            api.pace().await;
+        }
+        assert_eq!(api.sent.len(), 3);
+        api.pace().await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(api.sent.len(), 3, "the oldest left the window");
+    }
 }

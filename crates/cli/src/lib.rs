@@ -23,8 +23,8 @@ use sqlx::PgPool;
 
 use crate::table::Table;
 
-/// Operate clerk-sync: keep a PostgreSQL mirror of Clerk users, organizations and
-/// memberships in sync from Clerk's webhooks.
+/// Operate clerk-sync: keep a PostgreSQL mirror of Clerk's objects (users, organizations,
+/// memberships, invitations, roles, billing, ...) in sync from Clerk's webhooks.
 ///
 /// Every setting is a flag and the same-named environment variable (--database-url /
 /// DATABASE_URL). Exit status: 0 done, 1 failed, 2 bad usage.
@@ -121,10 +121,24 @@ pub enum Command {
         #[command(flatten)]
         selection: view::SelectionArgs,
     },
-    /// Fill and repair the mirror from Clerk's Backend API (users, organizations,
-    /// memberships), under the same ordering rule as the worker: safe while webhooks flow.
+    /// Fill and repair the mirror from Clerk's Backend API (every kind it lists, or those
+    /// given with --kind), under the same ordering rule as the worker: safe while webhooks flow.
     /// Resumes an interrupted run. Prints a summary per kind.
     Backfill {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        args: backfill::BackfillArgs,
+        /// The summary as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The backfill as a scheduled sweep (a Kubernetes CronJob, a systemd timer): a fresh
+    /// listing of every kind Clerk's API lists (or those given with --kind), tombstoning
+    /// what Clerk no longer has. Records per kind how many objects it had to repair (what
+    /// webhooks missed) in clerk_sync.backfill_runs, which the worker exports as
+    /// clerk_sync_reconcile_repaired_objects.
+    Reconcile {
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
@@ -190,6 +204,7 @@ impl Validate for Cli {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let reconcile = matches!(self.command, Command::Reconcile { .. });
         match self.command {
             Command::Migrate { db } => {
                 db::migrate(db.url()).await?;
@@ -304,7 +319,17 @@ impl Cli {
             Command::Discard { db, selection } => {
                 return view::act(&pool(&db).await?, ops::Action::Discard, &selection).await;
             }
-            Command::Backfill { db, args, json } => {
+            Command::Backfill { db, args, json } | Command::Reconcile { db, args, json } => {
+                let args = if reconcile {
+                    backfill::BackfillArgs {
+                        restart: true,
+                        prune: true,
+                        reconcile: true,
+                        ..args
+                    }
+                } else {
+                    args
+                };
                 let pool = pool(&db).await?;
                 let results = backfill::run(&pool, &args).await?;
                 if json {

@@ -150,9 +150,9 @@ mod tests {
                 assert_eq!(a["data"]["updated_at"], 1_800_000_000_000i64, "{t}");
             }
         }
-        assert!(build("email.created", None, 0, &Ids::default()).is_err());
+        assert!(build("nothing.created", None, 0, &Ids::default()).is_err());
         let custom = build(
-            "email.created",
+            "nothing.created",
             Some(json!({"id": "x"})),
             5,
             &Ids::default(),

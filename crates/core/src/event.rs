@@ -50,6 +50,38 @@ impl Summary {
     }
 }
 
+/// Event types whose `data` is a message Clerk sends on the application's behalf (an email,
+/// an SMS): its body, subject and template data carry one-time codes and sign-in links.
+pub const MESSAGE_TYPES: &[&str] = &["email.created", "sms.created"];
+
+/// The fields of a message event's `data` that are kept: what it was, not what it said.
+const MESSAGE_FIELDS_KEPT: &[&str] = &["id", "object", "slug", "status", "delivered_by_clerk"];
+
+/// A verified body with the message taken out, for the [`MESSAGE_TYPES`]; None for every
+/// other body (kept as received). Ingest stores this instead of the body, so the message
+/// reaches no table and no log line; the event is still recorded, acknowledged and counted
+/// (as skipped). The stored signature no longer matches the stored bytes.
+pub fn without_message(body: &[u8]) -> Option<Vec<u8>> {
+    let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    match envelope.get("type") {
+        Some(Value::String(t)) if MESSAGE_TYPES.contains(&t.as_str()) => {}
+        _ => return None,
+    }
+    let mut kept = serde_json::Map::new();
+    if let Some(Value::Object(data)) = envelope.remove("data") {
+        for (key, value) in data {
+            if MESSAGE_FIELDS_KEPT.contains(&key.as_str()) {
+                kept.insert(key, value);
+            }
+        }
+    }
+    kept.insert("clerk_sync_removed".into(), "the message (not kept)".into());
+    envelope.insert("data".into(), Value::Object(kept));
+    Some(serde_json::to_vec(&envelope).expect("a JSON value serialises"))
+}
+
 /// A Clerk event as Svix delivers it: `type`, the object in `data`, and the envelope's
 /// `timestamp` (when Clerk says it happened, in ms).
 #[derive(Debug, Clone, PartialEq)]

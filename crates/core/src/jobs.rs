@@ -862,7 +862,7 @@ pub struct Bucket {
     pub start: DateTime<Utc>,
     /// Events received in the bucket.
     pub received: i64,
-    /// Jobs that finished (done) in the bucket.
+    /// Jobs that finished (done, discarded ones aside) in the bucket.
     pub done: i64,
     /// Of those, the mean and the largest time from receipt to done, in milliseconds.
     pub lag_avg_ms: Option<f64>,
@@ -896,6 +896,7 @@ pub async fn activity(
                    max(extract(epoch FROM j.done_at - e.received_at) * 1000)::float8 AS lag_max
             FROM apalis.jobs j JOIN clerk_sync.webhook_events e ON e.job_id = j.id, b
             WHERE j.status = 'Done' AND j.done_at >= b.first AND j.job_type = $3
+              AND j.last_result->>'Ok' IS DISTINCT FROM 'discarded'
             GROUP BY 1
         )
         SELECT s.start, COALESCE(r.n, 0) AS received, COALESCE(d.n, 0) AS done,

@@ -440,7 +440,7 @@ pub async fn explain(pool: &PgPool, clerk_id: &str) -> Result<Explanation, sqlx:
     })
 }
 
-/// One row of `clerk_sync.backfill_runs`.
+/// One row of `clerk_sync.backfill_runs`: the last backfill or reconcile run of a kind.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct BackfillRun {
     pub kind: String,
@@ -448,6 +448,10 @@ pub struct BackfillRun {
     pub next_offset: i32,
     pub completed_at: Option<DateTime<Utc>>,
     pub counts: Value,
+    /// Objects the completed run had to repair (what webhooks missed).
+    pub repaired: Option<i64>,
+    /// Whether it was `clerk-sync reconcile`.
+    pub reconcile: bool,
 }
 
 /// The console's overview: is the sync healthy?
@@ -471,8 +475,8 @@ pub async fn overview(pool: &PgPool) -> Result<Overview, sqlx::Error> {
         jobs::activity(pool, Duration::from_secs(86_400), Duration::from_secs(900)).await?;
     let (dead_by_type, dead_by_error) = jobs::dead_groups(pool, 20).await?;
     let backfill_runs = sqlx::query_as(
-        "SELECT kind, started_at, next_offset, completed_at, counts \
-         FROM clerk_sync.backfill_runs ORDER BY started_at DESC",
+        "SELECT kind, started_at, next_offset, completed_at, counts, repaired, reconcile \
+         FROM clerk_sync.backfill_runs ORDER BY started_at DESC, kind",
     )
     .fetch_all(pool)
     .await?;

@@ -5,7 +5,7 @@
 use crate::mirror::{KINDS, Sample, sample};
 
 /// Samples of event types that are stored and acknowledged but not mirrored.
-pub static OTHER: &[Sample] = &[sample!("session.created")];
+pub static OTHER: &[Sample] = &[sample!("email.created"), sample!("sms.created")];
 
 /// Every sample event of every kind, plus the samples of types we do not mirror.
 pub fn all() -> impl Iterator<Item = &'static Sample> {

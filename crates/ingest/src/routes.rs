@@ -129,7 +129,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Accepted, IngestEr
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let event = verify::verify(&state.settings.secrets, svix, &parts.headers, body, now)?;
+    let mut event = verify::verify(&state.settings.secrets, svix, &parts.headers, body, now)?;
+    // An email's or SMS's text (one-time codes, sign-in links) is kept nowhere, stored
+    // event included.
+    if let Some(kept) = clerk_sync_core::event::without_message(&event.body) {
+        event.body = kept.into();
+    }
     let summary = Summary::of(&event.body);
     let stored = store::store(&state.pool, &event, &summary)
         .await

@@ -76,5 +76,42 @@ pub async fn render(pool: &PgPool) -> String {
             &[(&[], q.events_received)],
         );
     }
+    if let Ok(runs) = reconciled(pool).await {
+        let labels: Vec<[(&str, &str); 1]> = runs
+            .iter()
+            .map(|(k, _, _)| [("kind", k.as_str())])
+            .collect();
+        let repaired: Vec<(&[(&str, &str)], i64)> = labels
+            .iter()
+            .zip(&runs)
+            .map(|(l, (_, n, _))| (&l[..], *n))
+            .collect();
+        let at: Vec<(&[(&str, &str)], i64)> = labels
+            .iter()
+            .zip(&runs)
+            .map(|(l, (_, _, t))| (&l[..], *t))
+            .collect();
+        e.gauge(
+            "clerk_sync_reconcile_repaired_objects",
+            "Objects the last `clerk-sync reconcile` of each kind had to repair (what webhooks missed).",
+            &repaired,
+        );
+        e.gauge(
+            "clerk_sync_reconcile_completed_timestamp_seconds",
+            "When the last `clerk-sync reconcile` of each kind completed.",
+            &at,
+        );
+    }
     e.render()
+}
+
+/// Per kind, the last completed reconcile: what it repaired, and when (Unix seconds).
+async fn reconciled(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT kind, coalesce(repaired, 0), extract(epoch FROM completed_at)::int8 \
+         FROM clerk_sync.backfill_runs \
+         WHERE reconcile AND completed_at IS NOT NULL ORDER BY kind",
+    )
+    .fetch_all(pool)
+    .await
 }

@@ -91,6 +91,11 @@ pub struct Config {
     #[arg(long, env = "KEEP_DELETED_USER_DATA")]
     pub keep_deleted_user_data: bool,
 
+    /// Mirror Clerk's sessions into clerk.sessions. Off by default (one session per sign-in
+    /// is many rows): off, session events are stored, acknowledged and counted as skipped.
+    #[arg(long, env = "MIRROR_SESSIONS")]
+    pub mirror_sessions: bool,
+
     /// Serves `/metrics` and `/healthz`.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091")]
     pub metrics_addr: SocketAddr,
@@ -169,7 +174,11 @@ impl Settings {
             apply_batch: c.apply_batch,
             mirror: mirror::Options {
                 erase_personal_data: !c.keep_deleted_user_data,
-                ..mirror::Options::default()
+                optional_kinds: if c.mirror_sessions {
+                    vec!["sessions"]
+                } else {
+                    Vec::new()
+                },
             },
         }
     }

@@ -32,6 +32,17 @@ macro_rules! ms {
         )
     };
 }
+/// A status kept as text in snake_case, whichever way Clerk spelled it (`pastDue` and
+/// `past_due` are both `past_due`).
+macro_rules! snake {
+    ($field:literal) => {
+        concat!(
+            "lower(regexp_replace(d->>'",
+            $field,
+            "', '([a-z0-9])([A-Z])', '\\1_\\2', 'g'))"
+        )
+    };
+}
 /// A sample event, from `crates/core/samples/<type>.json`.
 macro_rules! sample {
     ($event_type:literal) => {
@@ -46,11 +57,20 @@ macro_rules! sample {
         }
     };
 }
-pub(crate) use {ms, sample};
+pub(crate) use {ms, sample, snake};
 
+mod domains;
+mod invitations;
 mod memberships;
 mod organizations;
+mod payment_attempts;
+mod permissions;
+mod roles;
+mod sessions;
+mod subscription_items;
+mod subscriptions;
 mod users;
+mod waitlist;
 
 #[cfg(test)]
 mod tests;
@@ -64,7 +84,20 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::event::{Envelope, MalformedEvent, malformed};
 
 /// Every kind the mirror keeps, parents before children.
-pub static KINDS: &[&Kind] = &[&users::KIND, &organizations::KIND, &memberships::KIND];
+pub static KINDS: &[&Kind] = &[
+    &users::KIND,
+    &organizations::KIND,
+    &memberships::KIND,
+    &invitations::KIND,
+    &domains::KIND,
+    &roles::KIND,
+    &permissions::KIND,
+    &waitlist::KIND,
+    &subscriptions::KIND,
+    &subscription_items::KIND,
+    &payment_attempts::KIND,
+    &sessions::KIND,
+];
 
 /// Everything about one Clerk object kind.
 pub struct Kind {
@@ -170,9 +203,14 @@ impl Kind {
         KINDS.iter().copied().find(|k| k.object == object)
     }
 
-    /// The kind an id belongs to, by Clerk's id prefix.
+    /// The kind an id belongs to, by Clerk's id prefix (the longest that matches:
+    /// `csub_item_…` is a subscription item, `csub_…` a subscription).
     pub fn by_id(id: &str) -> Option<&'static Kind> {
-        KINDS.iter().copied().find(|k| id.starts_with(k.id_prefix))
+        KINDS
+            .iter()
+            .copied()
+            .filter(|k| id.starts_with(k.id_prefix))
+            .max_by_key(|k| k.id_prefix.len())
     }
 
     /// Whether some kind names this one as its parent (its deletes cascade).

@@ -46,11 +46,46 @@ mod decode {
     }
 
     #[test]
-    fn unknown_types_are_skipped() {
+    fn message_events_keep_what_they_were_not_what_they_said() {
+        for t in crate::event::MESSAGE_TYPES {
+            let body = sample(t);
+            let code = if *t == "email.created" {
+                "482913"
+            } else {
+                "730164"
+            };
+            assert!(
+                String::from_utf8_lossy(&body).contains(code),
+                "{t}: sample has a code"
+            );
+            let kept = crate::event::without_message(&body).unwrap();
+            let text = String::from_utf8(kept.clone()).unwrap();
+            assert!(!text.contains(code), "{t}: {text}");
+            let summary = crate::event::Summary::of(&kept);
+            assert_eq!(summary, crate::event::Summary::of(&body), "{t}");
+        }
+        assert_eq!(crate::event::without_message(&sample("user.created")), None);
+        assert_eq!(crate::event::without_message(b"not json"), None);
+    }
+
+    #[test]
+    fn unknown_types_and_optional_kinds_turned_off_are_skipped() {
+        assert_eq!(
+            decode(&sample("email.created"), &Options::default()).unwrap(),
+            Decoded::Skip(Skip::Unknown("email.created".into()))
+        );
         assert_eq!(
             decode(&sample("session.created"), &Options::default()).unwrap(),
-            Decoded::Skip(Skip::Unknown("session.created".into()))
+            Decoded::Skip(Skip::Disabled("sessions"))
         );
+        let on = Options {
+            optional_kinds: vec!["sessions"],
+            ..Options::default()
+        };
+        assert!(matches!(
+            decode(&sample("session.created"), &on).unwrap(),
+            Decoded::Change(_)
+        ));
         assert_eq!(
             decode(br#"{"type":"nodot","data":{}}"#, &Options::default()).unwrap(),
             Decoded::Skip(Skip::Unknown("nodot".into()))
