@@ -9,9 +9,12 @@ DATABASE_URL=$(bash deploy/db.sh)
 export DATABASE_URL
 
 # What the tests drive for real besides PostgreSQL, from Debian's packages when missing:
-# PgBouncer (Supabase's poolers as they are).
+# PgBouncer (Supabase's poolers as they are); headless Chromium and its WebDriver for the
+# console's browser tests.
 missing=()
 [[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }

@@ -2,6 +2,8 @@
 //! on port 0, signed deliveries, a dead-job check at the end), and the real binaries.
 
 pub mod app;
+pub mod browser;
+pub mod console;
 pub mod db;
 pub mod events;
 pub mod fake_clerk;

@@ -1,6 +1,7 @@
 //! End-to-end tests: real PostgreSQL, real HTTP, real signatures, real binaries.
 
 mod backfill;
+mod console;
 mod errors;
 mod faults;
 mod ingest;

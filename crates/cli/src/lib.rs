@@ -150,6 +150,14 @@ pub enum Command {
     /// Sign a realistic sample event (fresh ids and timestamps) with CLERK_WEBHOOK_SECRET
     /// and post it to the ingest service, like `stripe trigger`. Prints the svix-id and
     /// the answer.
+    /// The operator console: overview, jobs, one job, one Clerk object, replay and discard,
+    /// in a browser (see docs/console.md). Listens on CONSOLE_ADDR until SIGTERM or Ctrl-C.
+    Console {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        args: clerk_sync_console::Args,
+    },
     SendTestEvent {
         /// Event type: one of the samples (user.created, organizationMembership.deleted,
         /// session.created, ...); any other type needs --data.
@@ -184,8 +192,15 @@ async fn pool(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
     db::connect(db.url(), "clerk-sync-cli", 2, Default::default()).await
 }
 
-/// Each setting has its range; none depends on another.
-impl Validate for Cli {}
+/// Each setting has its range; the console's address and token depend on each other.
+impl Validate for Cli {
+    fn validate(&self) -> Result<(), String> {
+        match &self.command {
+            Command::Console { args, .. } => args.validate(),
+            _ => Ok(()),
+        }
+    }
+}
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
@@ -326,6 +341,31 @@ impl Cli {
                 } else {
                     print!("{}", backfill::summary(&results, args.dry_run));
                 }
+            }
+            Command::Console { db, args } => {
+                db::check(db.url()).await?;
+                let pool = db::connect(
+                    db.url(),
+                    "clerk-sync-console",
+                    4,
+                    db::Session {
+                        statement_timeout: Some(std::time::Duration::from_secs(10)),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                let console =
+                    clerk_sync_console::Console::build(args.console_addr, pool, args.settings())
+                        .await?;
+                tracing::info!(
+                    console_addr = %console.local_addr(),
+                    read_only = args.read_only,
+                    token = args.console_token.is_some(),
+                    "clerk-sync console listening"
+                );
+                console
+                    .run_until(clerk_sync_core::shutdown::signal())
+                    .await?;
             }
             Command::SendTestEvent {
                 event_type,
