@@ -15,6 +15,6 @@ export DATABASE_URL SQLX_OFFLINE=true
 export SOAK_SECONDS=${SOAK_SECONDS:-1200} SOAK_RATE=${SOAK_RATE:-200}
 export SOAK_KILL_EVERY=${SOAK_KILL_EVERY:-60} SOAK_RESTART_EVERY=${SOAK_RESTART_EVERY:-300}
 cargo build --release --bins -q
-cargo test --release -q -p clerk-sync-tests --test e2e -- --exact \
+cargo test --release -q -p clerk-sync-tests --test e2e -- --ignored --exact \
   soak::soak_with_worker_kills_and_postgres_restarts_loses_nothing --nocapture 2>&1 \
   | grep -E '^soak:|panicked|test result'

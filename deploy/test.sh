@@ -31,3 +31,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+# The soak's 2-minute version (tests/e2e/soak.rs), alone: beside the parallel suite the
+# machine, not clerk-sync, would be what it measures.
+cargo test -q -p clerk-sync-tests --test e2e -- --ignored --exact \
+  soak::soak_with_worker_kills_and_postgres_restarts_loses_nothing --nocapture

@@ -65,20 +65,23 @@ fn send_until(
     (sent, tasks)
 }
 
-/// GET `path` on `addr`; the status and how long the answer took (a second at most).
+/// GET `path` on `addr`; the status and how long the answer took (a second at most). The
+/// client is made once, outside the timing: making one loads the system's root certificates.
 async fn probe(addr: std::net::SocketAddr, path: &str) -> (u16, Duration) {
+    static CLIENT: std::sync::OnceLock<clerk_sync_tests::http::HttpClient> =
+        std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(clerk_sync_tests::http::client);
     let began = Instant::now();
-    let answer = tokio::time::timeout(Duration::from_secs(1), async {
-        let client = clerk_sync_tests::http::client();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(1),
         clerk_sync_tests::http::request(
-            &client,
+            client,
             "GET",
             &format!("http://{addr}{path}"),
             &[],
             Vec::new(),
-        )
-        .await
-    })
+        ),
+    )
     .await;
     match answer {
         Ok(Ok(a)) => (a.status, began.elapsed()),

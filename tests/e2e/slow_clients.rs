@@ -75,6 +75,10 @@ async fn a_byte_a_second_is_cut_at_the_request_timeout_with_408_and_500_of_them_
     .unwrap();
     assert!(heard.starts_with("HTTP/1.1 408"), "{heard:?}");
     assert!(
+        heard.ends_with(r#"{"error":"request not received in time","reason":"timeout"}"#),
+        "{heard:?}"
+    );
+    assert!(
         took >= Duration::from_millis(2_900) && took < Duration::from_secs(5),
         "cut after {took:?}"
     );

@@ -39,6 +39,9 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+// Run alone (deploy/test.sh runs it after the parallel suite; bench/soak.sh for 20 minutes):
+// beside the whole suite on a 2-core machine, PostgreSQL itself falls behind the traffic.
+#[ignore = "runs alone: deploy/test.sh and bench/soak.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_worker_kills_and_postgres_restarts_loses_nothing() {
     let secs = setting("SOAK_SECONDS", 120);

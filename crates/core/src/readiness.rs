@@ -36,8 +36,9 @@ struct State {
 impl Readiness {
     /// Starts probing the database `pool` connects to, on a connection of its own (not
     /// the pool's: a pool that is busy or waiting on a dead connection must not make the
-    /// probe wait too). Returns after the first probe (at most [`PROBE_TIMEOUT`] twice), so
-    /// a service that starts against a working database is ready at once.
+    /// probe wait too). Returns after the first probe (at most
+    /// [`crate::db::CONNECT_TIMEOUT`] to connect), so a service that starts against a
+    /// working database is ready at once.
     pub async fn start(pool: &PgPool) -> Self {
         let options = (*pool.connect_options())
             .clone()
@@ -46,7 +47,15 @@ impl Readiness {
             started: Instant::now(),
             last_ok: AtomicU64::new(0),
         });
-        let mut conn = None;
+        // The first answer may take longer (a cold server, a busy machine): a service that
+        // starts against a working database should start ready.
+        let mut conn = tokio::time::timeout(
+            crate::db::CONNECT_TIMEOUT,
+            PgConnection::connect_with(&options),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok);
         ask(&options, &mut conn, &state).await;
         tokio::spawn(probe(options, conn, Arc::downgrade(&state)));
         Self { state }

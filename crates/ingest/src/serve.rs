@@ -1,9 +1,10 @@
-//! The webhook listener's HTTP/1 server. `axum::serve` gives hyper no timer, so a client that
-//! sends its request headers a byte at a time is never cut off, and each such client holds a
-//! task and a socket for as long as it likes. Here every request's headers must arrive within
-//! the request timeout (the body has its own limit, in the handler); a client that is still
-//! sending them then gets `408 Request Timeout` and its connection is closed. An idle
-//! keep-alive connection is closed at the same limit, without a 408.
+//! The webhook listener's HTTP/1 server. Under `axum::serve` a client that sends its request
+//! headers a byte at a time is never cut off, and each such client holds a task and a socket
+//! for as long as it likes. Here a request's head must reach the handler within the request
+//! timeout from its first byte (the body then has its own limit, in the handler); a client
+//! still sending it gets `408 Request Timeout` and its connection is closed. An idle
+//! keep-alive connection is left alone (hyper's own header timeout would close it too, and
+//! race a client reusing it).
 
 use std::{
     future::Future,
@@ -19,7 +20,7 @@ use std::{
 
 use axum::{Router, body::Body, extract::Request};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -27,10 +28,10 @@ use tokio::{
 };
 use tower::ServiceExt as _;
 
-/// What a client cut off mid-request hears.
+/// What a client cut off mid-request hears: the handler's own 408 (`IngestError::Timeout`).
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\
-content-type: text/plain; charset=utf-8\r\ncontent-length: 45\r\n\r\n\
-the request was not received within its time\n";
+content-type: application/json\r\ncontent-length: 59\r\n\r\n\
+{\"error\":\"request not received in time\",\"reason\":\"timeout\"}";
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets
 /// in-flight requests finish, and returns.
@@ -79,38 +80,41 @@ async fn connection(
     _open: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
-    // A second handle on the socket, to answer 408 once hyper has given up on it.
+    // A second handle on the socket, to answer 408 once the connection is given up.
     let Ok((stream, spare)) = duplicate(stream) else {
         return;
     };
-    let partial = Arc::new(AtomicBool::new(false));
+    let head = Arc::new(Head::default());
     let io = TokioIo::new(Tracked {
         inner: stream,
-        partial: partial.clone(),
+        head: head.clone(),
     });
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        router.clone().oneshot(request.map(Body::new))
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let mut conn = pin!(builder.serve_connection(io, service));
+    let service = {
+        let head = head.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            // The head is in: the handler's own limits apply from here.
+            head.in_handler();
+            router.clone().oneshot(request.map(Body::new))
+        })
+    };
+    let mut conn =
+        Box::pin(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
     let mut closing = false;
-    let result = loop {
+    let mut watch = tokio::time::interval(HEAD_CHECK_EVERY);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let overdue = loop {
         tokio::select! {
-            result = conn.as_mut() => break result,
+            _ = conn.as_mut() => break false,
             _ = close.wait_for(|c| *c), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
+            _ = watch.tick() => if head.overdue(header_timeout) { break true },
         }
     };
-    if let Err(e) = result
-        && e.is_timeout()
-        && partial.load(Ordering::Acquire)
-    {
-        // hyper closed its handle; this one still reaches the client.
+    if overdue {
+        drop(conn);
+        // The server's handle is closed; this one still reaches the client.
         if let Ok(mut spare) = TcpStream::from_std(spare) {
             let answer = async {
                 spare.write_all(REQUEST_TIMEOUT).await?;
@@ -121,16 +125,59 @@ async fn connection(
     }
 }
 
+/// How often a connection checks whether its request's head is late.
+const HEAD_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// When the head of the request being received began to arrive. An idle keep-alive
+/// connection has none, so it is never cut: only a request that has begun and not reached
+/// the handler in time is.
+#[derive(Default)]
+struct Head {
+    /// `Instant` of the first byte, as nanoseconds since `EPOCH`; 0: none pending.
+    since: std::sync::atomic::AtomicU64,
+    /// A request is with the handler (its body and answer have their own limits).
+    handling: AtomicBool,
+}
+
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+impl Head {
+    fn now() -> u64 {
+        EPOCH.elapsed().as_nanos() as u64 + 1
+    }
+    fn bytes_read(&self) {
+        if !self.handling.load(Ordering::Acquire) {
+            let _ =
+                self.since
+                    .compare_exchange(0, Self::now(), Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+    fn in_handler(&self) {
+        self.handling.store(true, Ordering::Release);
+        self.since.store(0, Ordering::Release);
+    }
+    fn answered(&self) {
+        self.handling.store(false, Ordering::Release);
+    }
+    fn overdue(&self, limit: Duration) -> bool {
+        match self.since.load(Ordering::Acquire) {
+            0 => false,
+            since => Self::now().saturating_sub(since) > limit.as_nanos() as u64,
+        }
+    }
+}
+
 fn duplicate(stream: TcpStream) -> io::Result<(TcpStream, std::net::TcpStream)> {
     let std = stream.into_std()?;
     let spare = std.try_clone()?;
     Ok((TcpStream::from_std(std)?, spare))
 }
 
-/// The socket, noting whether a request has begun to arrive and not been answered yet.
+/// The socket, telling [`Head`] when bytes arrive and when an answer goes out.
 struct Tracked {
     inner: TcpStream,
-    partial: Arc<AtomicBool>,
+    head: Arc<Head>,
 }
 
 impl AsyncRead for Tracked {
@@ -142,7 +189,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.partial.store(true, Ordering::Release);
+            self.head.bytes_read();
         }
         poll
     }
@@ -154,8 +201,8 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // An answer is going out: the request it answers was received whole.
-        self.partial.store(false, Ordering::Release);
+        // An answer is going out: the next bytes are the next request's head.
+        self.head.answered();
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
@@ -164,7 +211,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.partial.store(false, Ordering::Release);
+        self.head.answered();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
