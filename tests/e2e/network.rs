@@ -166,10 +166,11 @@ async fn under(fault: Fault, hold: Duration, request_timeout: Duration) -> Durat
             if ids.is_empty() {
                 return None;
             }
-            let done: i64 = sqlx::query_scalar(
+            let done: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT count(*) FROM clerk_sync.webhook_events e JOIN apalis.jobs j ON j.id = e.job_id \
-                 WHERE e.svix_id = ANY($1) AND j.status = 'Done'",
-            )
+                 WHERE e.svix_id = ANY($1) AND {}",
+                clerk_sync_core::jobs::JobState::Done.condition()
+            )))
             .bind(&ids)
             .fetch_one(app.pool())
             .await
