@@ -59,6 +59,17 @@ macro_rules! sample {
 }
 pub(crate) use {ms, sample, snake};
 
+/// Who pays for a billing object (subscriptions, their items, payment attempts): a user or
+/// an organization, as the columns every billing kind has.
+const PAYER: [(&str, &str); 3] = [
+    ("payer_id", "coalesce(d->>'payer_id', d->'payer'->>'id')"),
+    ("user_id", "nullif(d->'payer'->>'user_id', '')"),
+    (
+        "organization_id",
+        "nullif(d->'payer'->>'organization_id', '')",
+    ),
+];
+
 mod domains;
 mod invitations;
 mod memberships;

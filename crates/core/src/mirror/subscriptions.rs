@@ -14,12 +14,9 @@ pub static KIND: Kind = Kind {
     id_prefix: "csub_",
     columns: &[
         ("status", super::snake!("status")),
-        ("payer_id", "coalesce(d->>'payer_id', d->'payer'->>'id')"),
-        ("user_id", "nullif(d->'payer'->>'user_id', '')"),
-        (
-            "organization_id",
-            "nullif(d->'payer'->>'organization_id', '')",
-        ),
+        super::PAYER[0],
+        super::PAYER[1],
+        super::PAYER[2],
         ("latest_payment_id", "d->>'latest_payment_id'"),
         ("payment_source_id", "d->>'payment_source_id'"),
         ("active_at", super::ms!("active_at")),
