@@ -2,7 +2,8 @@
 //! example of docs/supabase.md, with the tests playing PostgREST's part: each request is a
 //! transaction that switches to role `authenticated` and sets `request.jwt.claims`. Users,
 //! organizations and memberships arrive as signed deliveries applied by the worker; roles
-//! and permissions (whose events are not mirrored yet) are written as a sync would.
+//! and permissions are written straight into their mirror tables, as the worker would leave
+//! them, so each test sets exactly the role definitions it checks.
 
 use clerk_sync_tests::{
     TestApp,
