@@ -550,8 +550,10 @@ async fn jobs_apply_in_batches_and_a_bad_one_fails_alone() {
     app.stop_worker().await;
     for i in 20..30 {
         let name = if i == 25 { "Bad" } else { "Good" };
-        app.post(&user_event("created", &format!("user_b{i}"), T0, name))
+        let answer = app
+            .post(&user_event("created", &format!("user_b{i}"), T0, name))
             .await;
+        assert_eq!(answer.status, 202, "{answer:?}");
     }
     app.start_worker(settings).await;
     app.expect_dead(1);
