@@ -93,6 +93,10 @@ async fn both_services_expose_metrics_and_log_one_json_line_per_outcome_without_
         r#"clerk_sync_ingest_events_total{outcome="stored",event_type="user.created"} 1"#,
         "clerk_sync_ingest_request_duration_seconds_bucket{le=",
         "clerk_sync_ingest_request_duration_seconds_count 3",
+        // Two deliveries stored, one at a time (each answered before the next was sent).
+        "clerk_sync_ingest_store_batch_deliveries_sum 2",
+        "clerk_sync_ingest_store_batch_deliveries_count 2",
+        "clerk_sync_ingest_store_duration_seconds_count 2",
     ] {
         assert!(
             ingest_metrics.contains(family),

@@ -105,9 +105,14 @@ impl HistogramVec {
     }
 
     pub fn observe(&self, label_values: &[&str], value: Duration) {
+        self.observe_value(label_values, value.as_secs_f64());
+    }
+
+    /// A value that is not a time (a count per batch, say).
+    pub fn observe_value(&self, label_values: &[&str], value: f64) {
         self.family()
             .get_or_create(&label_set(self.labels, label_values))
-            .observe(value.as_secs_f64());
+            .observe(value);
     }
 
     fn family(&self) -> &Family<Labels, Histogram, Buckets> {

@@ -22,11 +22,26 @@ pub static LATENCY: HistogramVec = HistogramVec::new(
     LATENCY_BUCKETS,
 );
 
+pub static STORE_BATCH: HistogramVec = HistogramVec::new(
+    "clerk_sync_ingest_store_batch_deliveries",
+    "Deliveries stored by one statement and commit (group commit's batch size).",
+    &[],
+    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+);
+pub static STORE_DURATION: HistogramVec = HistogramVec::new(
+    "clerk_sync_ingest_store_duration_seconds",
+    "Time of one storing statement, its commit included.",
+    &[],
+    LATENCY_BUCKETS,
+);
+
 pub fn render() -> String {
     Exposition::new()
         .counter(&REQUESTS)
         .counter(&REFUSED)
         .counter(&STORED)
         .histogram(&LATENCY)
+        .histogram(&STORE_BATCH)
+        .histogram(&STORE_DURATION)
         .render()
 }

@@ -20,7 +20,7 @@ use clerk_sync_core::{
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::verify::Verified;
+use crate::{metrics, verify::Verified};
 
 /// What storing a verified delivery did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,11 @@ async fn flush(pool: &PgPool, mut batch: Vec<Pending>) {
                 event_timestamp: p.summary.timestamp,
             })
             .collect();
-        jobs::store_events(&mut conn, &events).await
+        let started = std::time::Instant::now();
+        let result = jobs::store_events(&mut conn, &events).await;
+        metrics::STORE_BATCH.observe_value(&[], events.len() as f64);
+        metrics::STORE_DURATION.observe(&[], started.elapsed());
+        result
     };
     match result {
         Ok(rows) => {
