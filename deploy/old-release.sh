@@ -50,11 +50,13 @@ if [[ ! -d $target/debug/deps ]]; then
   mkdir -p "$target/debug"
   # A real copy, not hard links: cargo and rustc rewrite some files in place (fingerprints,
   # build-script output), which through a hard link would change target/debug too.
-  # clerk-sync's own crates are left out: they are what this build compiles.
-  for d in deps build .fingerprint; do
-    mkdir -p "$target/debug/$d"
-    find "$root/target/debug/$d" -mindepth 1 -maxdepth 1 \
-      ! -name 'clerk_sync*' ! -name 'libclerk_sync*' ! -name 'clerk-sync*' \
+  # clerk-sync's own crates are left out (they are what this build compiles), and so are
+  # executables (tests' and binaries'): only libraries are reused.
+  mkdir -p "$target/debug/deps" "$target/debug/build" "$target/debug/.fingerprint"
+  find "$root/target/debug/deps" -mindepth 1 -maxdepth 1 -name 'lib*' ! -name 'libclerk_sync*' \
+    -exec cp -a -t "$target/debug/deps" {} +
+  for d in build .fingerprint; do
+    find "$root/target/debug/$d" -mindepth 1 -maxdepth 1 ! -name 'clerk-sync*' \
       -exec cp -a -t "$target/debug/$d" {} +
   done
 fi
