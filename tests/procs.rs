@@ -5,20 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// The path of one of the workspace's binaries, next to this test's target directory.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (cargo build --workspace --bins), as \
-         deploy/test.sh does",
-        path.display()
-    );
-    path
+    Bins::current().path(name)
 }
 
 /// `clerk-sync-worker` as a child process on `database_url`, with test-sized timings.
@@ -45,28 +32,32 @@ pub struct Bins {
 impl Bins {
     /// This build's binaries, next to the test executable.
     pub fn current() -> Self {
-        let dir = bin("clerk-sync")
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let dir = exe
             .parent()
-            .expect("binary directory")
-            .to_owned();
-        Self { dir }
+            .and_then(|d| d.parent())
+            .expect("target directory");
+        Self::at(dir)
     }
 
-    /// The binaries in `dir` (each of the three must be there).
+    /// The binaries in `dir`.
     pub fn at(dir: impl AsRef<Path>) -> Self {
-        let dir = dir.as_ref().to_owned();
-        for name in ["clerk-sync", "clerk-sync-ingest", "clerk-sync-worker"] {
-            assert!(
-                dir.join(name).exists(),
-                "{} is missing",
-                dir.join(name).display()
-            );
+        Self {
+            dir: dir.as_ref().to_owned(),
         }
-        Self { dir }
     }
 
+    /// One of the binaries; it must have been built.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        let path = self.dir.join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: build the binaries first (cargo build --workspace --bins, as \
+             deploy/test.sh does; the previous release's: deploy/old-release.sh)",
+            path.display()
+        );
+        path
     }
 
     /// `clerk-sync-worker` with test-sized timings, like [`spawn_worker_with`].
