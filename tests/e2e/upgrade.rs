@@ -119,6 +119,8 @@ async fn rolling_upgrade_from_the_previous_release_loses_nothing_and_changes_not
     let db = TestDb::empty().await;
     let out = old.cli(&db.url, &["migrate"], &[]).await;
     assert_eq!(out.code, 0, "the previous release's migrate: {out:?}");
+    let applied = "SELECT count(*) FROM clerk_sync._sqlx_migrations WHERE success";
+    let old_migrations = db.count(applied).await;
     let label = format!("upgrade-{}", std::process::id());
     // The default poll interval: what an old ingest's jobs wait once nothing announces them.
     let worker_env = [("MIRROR_SESSIONS", "true"), ("POLL_INTERVAL_MS", "1000")];
@@ -237,6 +239,11 @@ async fn rolling_upgrade_from_the_previous_release_loses_nothing_and_changes_not
     let out = migrate.await.unwrap();
     let migrate_ms = migrating.elapsed().as_millis();
     assert_eq!(out.code, 0, "the new migrate: {out:?}");
+    let new_migrations = db.count(applied).await - old_migrations;
+    assert!(
+        new_migrations > 0,
+        "the new migrate applied nothing: OLD_RELEASE_BIN holds this release"
+    );
     let migrated_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
         .fetch_one(&db.pool)
         .await
@@ -384,12 +391,13 @@ async fn rolling_upgrade_from_the_previous_release_loses_nothing_and_changes_not
          {} before the migration, {} after; by the new ingest {} beside the old, {} alone; \
          {across} svix-ids acknowledged both before and after the migration started; \
          {} refused; in flight when the new migrate started: {} running, {} pending; \
-         migrate took {migrate_ms} ms; jobs done by the old worker {old_before} before the \
-         migration and {old_after} after, by the new worker {new_done}; {reclaimed} jobs \
-         claimed more than once; {failed_attempts} failed attempts; dead {}; mirror rows \
-         equal to the in-order result: {}; lag p50 {:.0} ms, p99 {:.0} ms; median lag of events \
-         stored by the old ingest {:.0} ms before the migration, {:.0} ms after; by the new \
-         ingest {:.0} ms beside the old, {:.0} ms alone",
+         the new migrate applied {new_migrations} migrations in {migrate_ms} ms; jobs done \
+         by the old worker {old_before} before the migration and {old_after} after, by the \
+         new worker {new_done}; {reclaimed} jobs claimed more than once; {failed_attempts} \
+         failed attempts; dead {}; mirror rows equal to the in-order result: {}; lag p50 \
+         {:.0} ms, p99 {:.0} ms; median lag of events stored by the old ingest {:.0} ms \
+         before the migration, {:.0} ms after; by the new ingest {:.0} ms beside the old, \
+         {:.0} ms alone",
         events.len(),
         count("old", BEFORE),
         count("old", SIDE_BY_SIDE),
