@@ -3,7 +3,8 @@
 //! 200 ms of latency each way. Under each: every request is answered within its timeout
 //! (503 within 5 s while the database is unreachable), nothing acknowledged is missing, the
 //! worker resumes without a restart, no job stays running, the mirror ends exact; and the
-//! probes answer within a second throughout.
+//! probes answer within a second throughout. And a pooled connection whose `BEGIN` was
+//! cancelled in flight is never reused inside that transaction.
 
 use std::{
     sync::{
@@ -297,4 +298,46 @@ async fn two_hundred_ms_each_way() {
         Duration::from_secs(10),
     )
     .await;
+}
+
+/// A `begin()` cancelled while its `BEGIN` is in flight (a timeout, a task stopped) leaves the
+/// server inside a transaction that sqlx 0.9 does not count. The pool must not hand that
+/// connection out again: what is written through it would be acknowledged and never
+/// committed. (Seen as deliveries answered 202 and then missing, where a test's ingest
+/// shared its pool with a worker that was being stopped.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_begin_never_leaks_its_transaction_into_the_pool() {
+    let db = clerk_sync_tests::TestDb::new().await;
+    sqlx::raw_sql("CREATE TABLE public.written (n int)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // One connection, so each statement below reuses the one whose BEGIN was cancelled.
+    let pool = clerk_sync_core::db::connect(&db.url, "cancelled-begin", 1, Default::default())
+        .await
+        .unwrap();
+    let mut cancelled = 0;
+    for n in 0..20 {
+        {
+            let mut conn = pool.acquire().await.unwrap();
+            let begin = sqlx::Connection::begin(&mut *conn);
+            futures::pin_mut!(begin);
+            // One poll sends BEGIN; dropping the future then cancels it before the answer.
+            if futures::poll!(begin).is_pending() {
+                cancelled += 1;
+            }
+        }
+        sqlx::query("INSERT INTO public.written VALUES ($1)")
+            .bind(n)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    assert!(cancelled > 0, "no BEGIN was cancelled in flight");
+    // Seen from another connection: every insert committed.
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM public.written")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 20, "{cancelled} BEGINs cancelled in flight");
 }

@@ -61,12 +61,20 @@ pub async fn connect(
         // sqlx pings every connection it takes back, with no time limit: on a half-open
         // connection (a black-holed link, a server that vanished without a reset) that ping
         // would hold the connection's slot until TCP gives up, 15 minutes later, and the
-        // pool would run dry. Pinging first under a short limit closes such a connection.
+        // pool would run dry. Checking first under a short limit closes such a connection.
+        // The check also closes a connection left inside a transaction it does not know
+        // about (see [`leaked_transaction`]): reused, its statements would never commit.
         .after_release(|conn, _| {
             Box::pin(async move {
-                match tokio::time::timeout(RELEASE_PING_TIMEOUT, sqlx::Connection::ping(conn)).await
-                {
-                    Ok(Ok(())) => Ok(true),
+                match tokio::time::timeout(RELEASE_PING_TIMEOUT, leaked_transaction(conn)).await {
+                    Ok(Ok(false)) => Ok(true),
+                    Ok(Ok(true)) => {
+                        tracing::warn!(
+                            "closing a pooled connection left inside a transaction \
+                             (a cancelled BEGIN); it is rolled back"
+                        );
+                        Ok(false)
+                    }
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err(sqlx::Error::Io(std::io::ErrorKind::TimedOut.into())),
                 }
@@ -84,6 +92,22 @@ pub async fn connect(
             })
         })
         .connect_lazy_with(options))
+}
+
+/// Whether `conn`, given back to its pool, is still inside a transaction that no
+/// `Transaction` owns. sqlx 0.9 leaves one when a `begin()` is cancelled while its `BEGIN`
+/// is in flight (a timeout, a task stopped): the server is in the transaction, the
+/// connection's own count says it is not, and every later statement on it would run
+/// inside that transaction, acknowledged but never committed. `transaction_timestamp()`
+/// is the start of the current statement only when the statement is its transaction's
+/// first, as every statement outside an explicit transaction is; this one round trip
+/// replaces sqlx's ping (a queued `ROLLBACK` of a dropped `Transaction` runs before it).
+pub async fn leaked_transaction(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Row as _;
+    sqlx::raw_sql("SELECT transaction_timestamp() <> statement_timestamp()")
+        .fetch_one(conn)
+        .await?
+        .try_get(0)
 }
 
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
