@@ -35,3 +35,10 @@ fi
 # machine, not clerk-sync, would be what it measures.
 cargo test -q -p clerk-sync-tests --test e2e -- --ignored --exact \
   soak::soak_with_worker_kills_and_postgres_restarts_loses_nothing --nocapture
+# The rolling upgrade (tests/e2e/upgrade.rs), alone: the previous release's binaries
+# (deploy/old-release.sh builds them from the last commit before HEAD's migrations) under
+# the new migrations, beside the new binaries, then replaced by them.
+OLD_RELEASE_BIN=$(bash deploy/old-release.sh)
+export OLD_RELEASE_BIN
+cargo test -q -p clerk-sync-tests --test e2e -- --ignored --exact \
+  upgrade::rolling_upgrade_from_the_previous_release_loses_nothing_and_changes_nothing --nocapture

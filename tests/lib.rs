@@ -7,6 +7,7 @@ pub mod console;
 pub mod db;
 pub mod events;
 pub mod fake_clerk;
+pub mod history;
 pub mod http;
 pub mod pg_cluster;
 pub mod pgbouncer;

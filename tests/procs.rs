@@ -1,23 +1,11 @@
-//! The real binaries, as built by `cargo build --workspace --bins` (deploy/test.sh does).
+//! The real binaries, as built by `cargo build --workspace --bins` (deploy/test.sh does), or
+//! another build's (the previous release's, for the upgrade test) through [`Bins`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The path of one of the workspace's binaries, next to this test's target directory.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (cargo build --workspace --bins), as \
-         deploy/test.sh does",
-        path.display()
-    );
-    path
+    Bins::current().path(name)
 }
 
 /// `clerk-sync-worker` as a child process on `database_url`, with test-sized timings.
@@ -32,27 +20,122 @@ pub fn spawn_worker_with(
     label: &str,
     env: &[(&str, &str)],
 ) -> tokio::process::Child {
-    let defaults = [
-        ("METRICS_ADDR", "127.0.0.1:0"),
-        ("HEARTBEAT_INTERVAL_SECS", "1"),
-        ("POLL_INTERVAL_MS", "100"),
-        ("RETRY_BASE_DELAY_MS", "200"),
-        ("WORKER_CONCURRENCY", "4"),
-    ];
-    spawn("clerk-sync-worker", database_url, label, &defaults, env)
+    Bins::current().worker(database_url, label, env)
+}
+
+/// A directory of clerk-sync binaries: this build's ([`Bins::current`]) or another's.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    dir: PathBuf,
+}
+
+impl Bins {
+    /// This build's binaries, next to the test executable.
+    pub fn current() -> Self {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target directory");
+        Self::at(dir)
+    }
+
+    /// The binaries in `dir`.
+    pub fn at(dir: impl AsRef<Path>) -> Self {
+        Self {
+            dir: dir.as_ref().to_owned(),
+        }
+    }
+
+    /// One of the binaries; it must have been built.
+    pub fn path(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: build the binaries first (cargo build --workspace --bins, as \
+             deploy/test.sh does; the previous release's: deploy/old-release.sh)",
+            path.display()
+        );
+        path
+    }
+
+    /// `clerk-sync-worker` with test-sized timings, like [`spawn_worker_with`].
+    pub fn worker(
+        &self,
+        database_url: &str,
+        label: &str,
+        env: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        let defaults = [
+            ("METRICS_ADDR", "127.0.0.1:0"),
+            ("HEARTBEAT_INTERVAL_SECS", "1"),
+            ("POLL_INTERVAL_MS", "100"),
+            ("RETRY_BASE_DELAY_MS", "200"),
+            ("WORKER_CONCURRENCY", "4"),
+        ];
+        spawn(
+            &self.path("clerk-sync-worker"),
+            database_url,
+            label,
+            &defaults,
+            env,
+        )
+    }
+
+    /// `clerk-sync-ingest` on 127.0.0.1:`port`, like [`spawn_ingest`].
+    pub fn ingest(
+        &self,
+        database_url: &str,
+        port: u16,
+        label: &str,
+        env: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        let listen = format!("127.0.0.1:{port}");
+        let defaults = [
+            ("CLERK_WEBHOOK_SECRET", crate::signing::SECRET),
+            ("LISTEN_ADDR", listen.as_str()),
+            ("METRICS_ADDR", "127.0.0.1:0"),
+        ];
+        spawn(
+            &self.path("clerk-sync-ingest"),
+            database_url,
+            label,
+            &defaults,
+            env,
+        )
+    }
+
+    /// Runs the `clerk-sync` CLI to completion, like [`cli_with`].
+    pub async fn cli(&self, database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let out = tokio::process::Command::new(self.path("clerk-sync"))
+            .args(args)
+            .env("DATABASE_URL", database_url)
+            .env("CLERK_WEBHOOK_SECRET", crate::signing::SECRET)
+            .env("LOG_FORMAT", "json")
+            .envs(env.iter().copied())
+            .output()
+            .await
+            .expect("running clerk-sync");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 /// One of the service binaries, logging JSON to [`log_path`]`(label)`; `env` wins over
 /// `defaults`.
 fn spawn(
-    name: &str,
+    program: &Path,
     database_url: &str,
     label: &str,
     defaults: &[(&str, &str)],
     env: &[(&str, &str)],
 ) -> tokio::process::Child {
     let log = std::fs::File::create(log_path(label)).expect("log file");
-    tokio::process::Command::new(bin(name))
+    tokio::process::Command::new(program)
         .env("DATABASE_URL", database_url)
         .env("LOG_FORMAT", "json")
         .envs(defaults.iter().copied())
@@ -61,7 +144,7 @@ fn spawn(
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("spawning {name}: {e}"))
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()))
 }
 
 /// Sends a signal by name (`TERM`, `KILL`) to a child process.
@@ -90,20 +173,7 @@ pub async fn cli(database_url: &str, args: &[&str]) -> Output {
 
 /// Like [`cli`], with extra environment settings.
 pub async fn cli_with(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let out = tokio::process::Command::new(bin("clerk-sync"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("CLERK_WEBHOOK_SECRET", crate::signing::SECRET)
-        .env("LOG_FORMAT", "json")
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("running clerk-sync");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Bins::current().cli(database_url, args, env).await
 }
 
 /// The log file of a process started with `label`.
@@ -124,13 +194,7 @@ pub fn spawn_ingest(
     label: &str,
     env: &[(&str, &str)],
 ) -> tokio::process::Child {
-    let listen = format!("127.0.0.1:{port}");
-    let defaults = [
-        ("CLERK_WEBHOOK_SECRET", crate::signing::SECRET),
-        ("LISTEN_ADDR", listen.as_str()),
-        ("METRICS_ADDR", "127.0.0.1:0"),
-    ];
-    spawn("clerk-sync-ingest", database_url, label, &defaults, env)
+    Bins::current().ingest(database_url, port, label, env)
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.

@@ -16,4 +16,5 @@ mod rls;
 mod security;
 mod slow_clients;
 mod soak;
+mod upgrade;
 mod worker;
