@@ -368,3 +368,67 @@ async fn message_bodies_reach_no_table_and_no_log_line() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// A parent's delete cascades only to children not newer than it, even when a child's own
+/// later delete commits while the cascade waits for that child's row: the cascade checks the
+/// child's version on the row as it is after the wait, not as its snapshot saw it. (A
+/// domain's delete names no organization, so it takes no lock on the parent that would
+/// order the two.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_waiting_on_a_childs_own_later_delete_leaves_that_delete_standing() {
+    use clerk_sync_tests::events::{envelope, org_deleted, org_event};
+    const T0: i64 = 1_760_000_000_000;
+    let db = clerk_sync_tests::TestDb::new().await;
+    let options = mirror::Options::default();
+    let change = |body: Vec<u8>| match mirror::decode(&body, &options).unwrap() {
+        Decoded::Change(c) => c,
+        Decoded::Skip(why) => panic!("skipped: {why:?}"),
+    };
+    let mut domain = sample("organizationDomain.created");
+    domain["data"]["id"] = json!("orgdmn_race");
+    domain["data"]["organization_id"] = json!("org_race");
+    domain["data"]["updated_at"] = json!(T0);
+    domain["timestamp"] = json!(T0);
+    for body in [org_event("created", "org_race", T0, "Race"), bytes(&domain)] {
+        mirror::apply(&db.pool, &change(body), &options)
+            .await
+            .unwrap();
+    }
+    // The domain's own delete, 20 s after the organization's, applied and held open.
+    let own = change(envelope(
+        "organizationDomain.deleted",
+        json!({"deleted": true, "id": "orgdmn_race", "object": "organization_domain"}),
+        T0 + 20_000,
+    ));
+    let mut held = db.pool.begin().await.unwrap();
+    mirror::apply_all(&mut held, &[&own], &options)
+        .await
+        .unwrap();
+    // The organization's delete (older) cascades while the domain's row is held.
+    let parent = change(org_deleted("org_race", T0 + 10_000));
+    let pool = db.pool.clone();
+    let opts = options.clone();
+    let cascade = tokio::spawn(async move { mirror::apply(&pool, &parent, &opts).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !cascade.is_finished(),
+        "the cascade should be waiting for the held row"
+    );
+    held.commit().await.unwrap();
+    cascade.await.unwrap().unwrap();
+    let (deleted_at, org_deleted_at): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (extract(epoch FROM d.deleted_at) * 1000)::int8,
+                (SELECT (extract(epoch FROM o.deleted_at) * 1000)::int8
+                 FROM clerk.organizations o WHERE o.id = 'org_race')
+         FROM clerk.organization_domains d WHERE d.id = 'orgdmn_race'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(org_deleted_at, Some(T0 + 10_000));
+    assert_eq!(
+        deleted_at,
+        Some(T0 + 20_000),
+        "the domain's own later delete must stand"
+    );
+}

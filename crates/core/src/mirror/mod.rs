@@ -323,7 +323,9 @@ impl Kind {
 
     /// For a parent kind, one statement per child kind that tombstones the children of
     /// deleted parents (`$1` parent ids, `$2` the deletes' versions): each child not newer
-    /// than the delete, at the earliest delete that reaches it.
+    /// than the delete, at the earliest delete that reaches it. The version is checked
+    /// again on the row being updated: a child changed by a concurrent transaction (its own
+    /// later delete, say) is re-read after the wait, where the join's snapshot is not.
     fn cascade_sql(&'static self) -> &'static [(&'static str, String)] {
         self.sql.cascades.get_or_init(|| {
             KINDS
@@ -342,7 +344,8 @@ impl Kind {
                                FROM unnest($1::text[], $2::timestamptz[]) AS p(id, version) \
                                JOIN {table} m ON m.{column} = p.id AND m.version <= p.version \
                                GROUP BY m.id) d \
-                         WHERE c.id = d.id AND (c.deleted_at IS NULL OR c.deleted_at > d.v)",
+                         WHERE c.id = d.id AND c.version <= d.v \
+                           AND (c.deleted_at IS NULL OR c.deleted_at > d.v)",
                         table = child.table,
                         column = p.column,
                     );
