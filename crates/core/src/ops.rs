@@ -454,7 +454,9 @@ pub struct BackfillRun {
     pub reconcile: bool,
 }
 
-/// The console's overview: is the sync healthy?
+/// The console's overview: is the sync healthy? Reads in milliseconds however large the
+/// queue: jobs by state with done jobs and events counted up to [`jobs::COUNT_CAP`] (then
+/// estimated), and the charts from the per-minute rollups ([`jobs::roll_up`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Overview {
     pub stats: Stats,
@@ -468,7 +470,7 @@ pub struct Overview {
 }
 
 pub async fn overview(pool: &PgPool) -> Result<Overview, sqlx::Error> {
-    let stats = Stats::read(pool).await?;
+    let stats = Stats::read_capped(pool, jobs::COUNT_CAP).await?;
     let last_hour =
         jobs::activity(pool, Duration::from_secs(3600), Duration::from_secs(60)).await?;
     let last_day =
