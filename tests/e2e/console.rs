@@ -522,7 +522,10 @@ async fn rolled_minutes(db: &TestDb) -> Vec<(i64, i64, i64, f64, Option<f64>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same() {
     let db = TestDb::new().await;
-    sqlx::raw_sql(ACTIVITY_SEED).execute(&db.pool).await.unwrap();
+    sqlx::raw_sql(ACTIVITY_SEED)
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let minute_of = |svix: &str| {
         format!(
             "SELECT extract(epoch FROM date_bin(interval '1 minute', received_at, \
@@ -539,7 +542,11 @@ async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same(
     let raw = ops::overview(&db.pool).await.unwrap();
     let hour = by_start(&raw.last_hour);
     assert_eq!(raw.last_hour.iter().map(|b| b.received).sum::<i64>(), 6);
-    assert_eq!(raw.last_hour.iter().map(|b| b.done).sum::<i64>(), 4, "discarded aside");
+    assert_eq!(
+        raw.last_hour.iter().map(|b| b.done).sum::<i64>(),
+        4,
+        "discarded aside"
+    );
     assert_eq!(raw.last_day.iter().map(|b| b.received).sum::<i64>(), 6);
     assert_eq!(raw.last_day.iter().map(|b| b.done).sum::<i64>(), 4);
     let b1 = hour[&m1];
@@ -550,8 +557,9 @@ async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same(
 
     // A 15-minute grace rolls up the minutes up to a quarter of an hour ago, a day back,
     // zeros included; e5's minute (10 minutes ago) stays open.
-    let Rollup::Rolled { minutes, through } =
-        jobs::roll_up(&db.pool, Duration::from_secs(900)).await.unwrap()
+    let Rollup::Rolled { minutes, through } = jobs::roll_up(&db.pool, Duration::from_secs(900))
+        .await
+        .unwrap()
     else {
         panic!("busy")
     };
@@ -564,7 +572,10 @@ async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same(
     let row = |m: i64| rows.iter().find(|r| r.0 == m).copied().unwrap();
     let r1 = row(m1);
     assert_eq!((r1.1, r1.2), (2, 2));
-    assert!((r1.3 - 600.0).abs() < 1e-6 && (r1.4.unwrap() - 400.0).abs() < 1e-6, "{r1:?}");
+    assert!(
+        (r1.3 - 600.0).abs() < 1e-6 && (r1.4.unwrap() - 400.0).abs() < 1e-6,
+        "{r1:?}"
+    );
     assert_eq!(row(m3).1, 2, "e3 and e4 received");
     assert_eq!((row(m3 + 60).2, row(m3 + 60).4), (1, Some(60_000.0)));
     assert_eq!(row(m3 + 600).2, 0, "a discard is not done work");
@@ -576,8 +587,9 @@ async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same(
     assert_same_activity(&raw.last_day, &mixed.last_day);
 
     // Again: nothing written twice, nothing changed (a minute may have closed meanwhile).
-    let Rollup::Rolled { minutes, .. } =
-        jobs::roll_up(&db.pool, Duration::from_secs(900)).await.unwrap()
+    let Rollup::Rolled { minutes, .. } = jobs::roll_up(&db.pool, Duration::from_secs(900))
+        .await
+        .unwrap()
     else {
         panic!("busy")
     };
@@ -585,8 +597,9 @@ async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same(
     assert_eq!(rolled_minutes(&db).await[..rows.len()], rows[..]);
 
     // A short grace closes the rest, up to the minute before last.
-    let Rollup::Rolled { through, .. } =
-        jobs::roll_up(&db.pool, Duration::from_secs(1)).await.unwrap()
+    let Rollup::Rolled { through, .. } = jobs::roll_up(&db.pool, Duration::from_secs(1))
+        .await
+        .unwrap()
     else {
         panic!("busy")
     };
@@ -610,10 +623,18 @@ async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_done_jobs_and_events_are_estimated_and_marked() {
     let db = TestDb::new().await;
-    sqlx::raw_sql(ACTIVITY_SEED).execute(&db.pool).await.unwrap();
+    sqlx::raw_sql(ACTIVITY_SEED)
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let exact = Stats::read(&db.pool).await.unwrap();
     assert_eq!(
-        (exact.done, exact.discarded, exact.dead, exact.events_received),
+        (
+            exact.done,
+            exact.discarded,
+            exact.dead,
+            exact.events_received
+        ),
         (5, 1, 1, 6),
         "{exact:?}"
     );
@@ -625,7 +646,10 @@ async fn past_the_cap_done_jobs_and_events_are_estimated_and_marked() {
         .await
         .unwrap();
     let capped = Stats::read_capped(&db.pool, 2).await.unwrap();
-    assert!(capped.estimated.done && capped.estimated.events_received, "{capped:?}");
+    assert!(
+        capped.estimated.done && capped.estimated.events_received,
+        "{capped:?}"
+    );
     // Fresh statistics of a small table are exact; the jobs that are not done are counted.
     assert_eq!(
         (capped.done, capped.discarded, capped.events_received),
