@@ -470,18 +470,18 @@ pub struct Overview {
 }
 
 pub async fn overview(pool: &PgPool) -> Result<Overview, sqlx::Error> {
-    let stats = Stats::read_capped(pool, jobs::COUNT_CAP).await?;
-    let last_hour =
-        jobs::activity(pool, Duration::from_secs(3600), Duration::from_secs(60)).await?;
-    let last_day =
-        jobs::activity(pool, Duration::from_secs(86_400), Duration::from_secs(900)).await?;
-    let (dead_by_type, dead_by_error) = jobs::dead_groups(pool, 20).await?;
-    let backfill_runs = sqlx::query_as(
-        "SELECT kind, started_at, next_offset, completed_at, counts, repaired, reconcile \
-         FROM clerk_sync.backfill_runs ORDER BY started_at DESC, kind",
-    )
-    .fetch_all(pool)
-    .await?;
+    // Independent reads, on connections of their own: the page waits for the slowest.
+    let (stats, last_hour, last_day, (dead_by_type, dead_by_error), backfill_runs) = tokio::try_join!(
+        Stats::read_capped(pool, jobs::COUNT_CAP),
+        jobs::activity(pool, Duration::from_secs(3600), Duration::from_secs(60)),
+        jobs::activity(pool, Duration::from_secs(86_400), Duration::from_secs(900)),
+        jobs::dead_groups(pool, 20),
+        sqlx::query_as(
+            "SELECT kind, started_at, next_offset, completed_at, counts, repaired, reconcile \
+             FROM clerk_sync.backfill_runs ORDER BY started_at DESC, kind",
+        )
+        .fetch_all(pool),
+    )?;
     Ok(Overview {
         stats,
         last_hour,
