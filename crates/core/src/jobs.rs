@@ -1223,54 +1223,71 @@ pub enum Rollup {
 
 /// Rolls up every minute that closed at least `grace` ago and is not rolled up yet into
 /// `clerk_sync.activity_minutes` (events received, jobs done, apply lag), starting where
-/// the last pass stopped (a first pass starts a day back), and forgets minutes older than
+/// the last pass stopped (a first pass starts a day back), an hour per transaction (so that
+/// no statement runs long however busy the queue), and forgets minutes older than
 /// [`ROLLUP_KEEP`]. `received_at` and `done_at` are `now()` inside the transactions that
 /// write them, so a transaction that began in a minute may commit after it: `grace` must
 /// be longer than any such transaction. Idempotent: a rolled-up minute is never written
 /// again. One session at a time (a transaction-scoped try-lock); another gets
-/// [`Rollup::Busy`].
+/// [`Rollup::Busy`] (or, if it held the lock for an hour's step first, what it did).
 pub async fn roll_up(pool: &PgPool, grace: Duration) -> Result<Rollup, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(ROLLUP_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !locked {
-        return Ok(Rollup::Busy);
-    }
-    let (from, to): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT GREATEST(max(minute) + interval '1 minute', \
-                         date_bin(interval '1 minute', now() - {ROLLUP_HORIZON}, timestamptz 'epoch')), \
-                date_bin(interval '1 minute', now() - make_interval(secs => $1), timestamptz 'epoch') \
-         FROM clerk_sync.activity_minutes"
-    )))
-    .bind(grace.as_secs_f64())
-    .fetch_one(&mut *tx)
-    .await?;
-    let mut minutes = 0;
-    if to > from {
-        minutes = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO clerk_sync.activity_minutes (minute, received, done, lag_sum_ms, lag_max_ms) \
-             {} ON CONFLICT (minute) DO NOTHING",
-            raw_minutes("$2::timestamptz", "$3::timestamptz")
+    let mut done: Option<(u64, DateTime<Utc>)> = None;
+    loop {
+        let mut tx = pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(ROLLUP_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(match done {
+                None => Rollup::Busy,
+                Some((minutes, through)) => Rollup::Rolled { minutes, through },
+            });
+        }
+        let (from, to, closed): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "WITH b AS ( \
+                     SELECT GREATEST(max(minute) + interval '1 minute', \
+                                     date_bin(interval '1 minute', now() - {ROLLUP_HORIZON}, \
+                                              timestamptz 'epoch')) AS start, \
+                            date_bin(interval '1 minute', now() - make_interval(secs => $1), \
+                                     timestamptz 'epoch') AS closed \
+                     FROM clerk_sync.activity_minutes) \
+                 SELECT b.start, LEAST(b.closed, b.start + interval '1 hour'), b.closed FROM b"
+            )))
+            .bind(grace.as_secs_f64())
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut minutes = 0;
+        if to > from {
+            minutes = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO clerk_sync.activity_minutes \
+                     (minute, received, done, lag_sum_ms, lag_max_ms) \
+                 {} ON CONFLICT (minute) DO NOTHING",
+                raw_minutes("$2::timestamptz", "$3::timestamptz")
+            )))
+            .bind(QUEUE)
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM clerk_sync.activity_minutes WHERE minute < now() - {ROLLUP_KEEP}"
         )))
-        .bind(QUEUE)
-        .bind(from)
-        .bind(to)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .await?;
+        tx.commit().await?;
+        let total = done.map_or(0, |(m, _)| m) + minutes;
+        done = Some((total, to.max(from)));
+        if to >= closed {
+            return Ok(Rollup::Rolled {
+                minutes: total,
+                through: to.max(from),
+            });
+        }
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM clerk_sync.activity_minutes WHERE minute < now() - {ROLLUP_KEEP}"
-    )))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Rollup::Rolled {
-        minutes,
-        through: to.max(from),
-    })
 }
 
 /// Events received and applied per `bucket` over the last `window`, oldest first, every
