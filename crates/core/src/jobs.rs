@@ -501,12 +501,11 @@ async fn estimates(
         .as_array()
         .cloned()
         .unwrap_or_default();
+    // The planner never estimates fewer than one row, even where its statistics say none.
     Ok((0..from_wheres.len())
         .map(|i| {
-            subplans
-                .get(i)
-                .and_then(|p| p["Plan Rows"].as_f64())
-                .unwrap_or(0.0) as i64
+            let rows = subplans.get(i).and_then(|p| p["Plan Rows"].as_f64());
+            rows.filter(|r| *r > 1.0).unwrap_or(0.0) as i64
         })
         .collect())
 }

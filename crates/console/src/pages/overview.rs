@@ -72,6 +72,19 @@ fn dead_of_type(t: Option<&str>) -> String {
     format!("/jobs?{}", query_string(&pairs))
 }
 
+/// `10000` as `10,000`.
+fn thousands(n: i64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 && c.is_ascii_digit() {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A count as a card shows it: exact, or (an estimate past the cap) `≈1.2M`.
 struct Count {
     n: i64,
@@ -99,7 +112,7 @@ impl Count {
         } else if n >= 1e3 {
             (n / 1e3, "k")
         } else {
-            (n, "")
+            return format!("≈{}", self.n);
         };
         if v >= 10.0 {
             format!("≈{v:.0}{unit}")
@@ -127,7 +140,7 @@ fn card(
             span.what {
                 (what)
                 @if count.estimated {
-                    " " abbr.estimate title=(format!("More than {}: estimated from the planner's statistics", clerk_sync_core::jobs::COUNT_CAP)) { "(estimate)" }
+                    " " abbr.estimate title=(format!("More than {}: estimated from the planner's statistics", thousands(clerk_sync_core::jobs::COUNT_CAP))) { "(estimate)" }
                 }
             }
         }
@@ -222,5 +235,9 @@ mod tests {
         assert_eq!(est(1_049_000), "≈1.0M");
         assert_eq!(est(12_345), "≈12k");
         assert_eq!(est(23_400_000), "≈23M");
+        assert_eq!(est(0), "≈0");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }
