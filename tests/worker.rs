@@ -18,6 +18,8 @@ pub fn fast_settings() -> Settings {
         job_timeout: Duration::from_secs(10),
         retention: Duration::from_secs(7 * 24 * 3600),
         retention_interval: Duration::from_secs(3600),
+        rollup_grace: Duration::from_secs(120),
+        rollup_interval: Duration::from_secs(3600),
         drain_timeout: Duration::from_secs(10),
         appliers: 2,
         apply_batch: 8,

@@ -34,7 +34,8 @@ GRANT INSERT ON clerk_sync.webhook_events TO clerk_sync_ingest;
 GRANT SELECT (id, svix_id, job_id) ON clerk_sync.webhook_events TO clerk_sync_ingest;
 GRANT INSERT ON apalis.jobs TO clerk_sync_ingest;
 
--- worker: claim and finish jobs, read stored events, write the mirror, keep errors, prune.
+-- worker: claim and finish jobs, read stored events, write the mirror, keep errors, prune,
+-- roll up the console's activity.
 GRANT USAGE ON SCHEMA clerk, clerk_sync, apalis TO clerk_sync_worker;
 -- Every mirror table (one per kind: users, organizations, memberships, invitations, domains,
 -- roles, permissions, waitlist, billing, sessions), and those that later migrations (run by
@@ -44,6 +45,8 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA clerk GRANT SELECT, INSERT, UPDATE ON TABLES 
 GRANT SELECT, DELETE ON clerk_sync.webhook_events TO clerk_sync_worker;
 GRANT SELECT, INSERT, DELETE ON clerk_sync.job_errors TO clerk_sync_worker;
 GRANT SELECT ON clerk_sync.dead_letters TO clerk_sync_worker;
+-- The console's per-minute activity, which one worker at a time rolls up and prunes.
+GRANT SELECT, INSERT, DELETE ON clerk_sync.activity_minutes TO clerk_sync_worker;
 -- For its metric of what `clerk-sync reconcile` repaired.
 GRANT SELECT (kind, repaired, reconcile, completed_at) ON clerk_sync.backfill_runs
     TO clerk_sync_worker;

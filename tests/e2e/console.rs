@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
+use clerk_sync_core::{
+    jobs::{self, Bucket, Rollup, Stats},
+    ops,
+};
 use clerk_sync_tests::{
-    TestApp,
+    TestApp, TestDb,
     browser::Browser,
     console::{TestConsole, send, settings},
     events::user_event,
@@ -450,4 +454,226 @@ async fn beyond_loopback_a_token_is_required_and_posts_need_the_csrf_token() {
     let page = send("GET", &local.url("/"), &[("host", "evil.example")], None).await;
     assert_eq!(page.status, 403);
     assert!(page.body.contains("loopback"), "{}", page.body);
+}
+
+/// Stored events and their jobs as ingest and a worker leave them, at times relative to the
+/// start of the current minute (`a`), each `(svix-id, received at, job status, done at,
+/// outcome)`.
+const ACTIVITY_SEED: &str = r#"
+CREATE TEMP TABLE seed AS
+WITH a AS (SELECT date_bin(interval '1 minute', now(), timestamptz 'epoch') AS a)
+SELECT s.*, 'job_' || s.svix AS job_id FROM a, LATERAL (VALUES
+    -- Minute a-50: two received and done, lags 200 and 400 ms.
+    ('e1', a.a - interval '50 min' + interval '10 s', 'Done',
+     a.a - interval '50 min' + interval '10.2 s', '{"Ok": "applied"}'::jsonb),
+    ('e2', a.a - interval '50 min' + interval '20 s', 'Done',
+     a.a - interval '50 min' + interval '20.4 s', '{"Ok": "applied"}'),
+    -- Received in minute a-30, done a minute later (a retry): lag 60 s.
+    ('e3', a.a - interval '30 min' + interval '5 s', 'Done',
+     a.a - interval '29 min' + interval '5 s', '{"Ok": "applied"}'),
+    -- Received in minute a-30, dead, then discarded in minute a-20: not done work.
+    ('e4', a.a - interval '30 min' + interval '6 s', 'Done',
+     a.a - interval '20 min', '{"Ok": "discarded"}'),
+    -- Received in minute a-10, dead.
+    ('e5', a.a - interval '10 min', 'Killed', a.a - interval '10 min' + interval '1 s',
+     '{"Err": "deadlock detected"}'),
+    -- Received and done just now (the open minute): lag 0.
+    ('e6', now(), 'Done', now(), '{"Ok": "applied"}')
+) AS s(svix, received_at, status, done_at, result);
+INSERT INTO clerk_sync.webhook_events (svix_id, received_at, headers, body, event_type, job_id)
+SELECT svix, received_at, '{}', '{}', 'user.updated', job_id FROM seed;
+INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority,
+                         done_at, last_result)
+SELECT job_id, 'clerk-sync:event', '\x7b7d', status, 1, 10, received_at, 0, done_at, result
+FROM seed;
+"#;
+
+fn by_start(buckets: &[Bucket]) -> std::collections::BTreeMap<i64, &Bucket> {
+    buckets.iter().map(|b| (b.start.timestamp(), b)).collect()
+}
+
+/// The charts' figures from rollups equal those from the raw rows, bucket by bucket.
+fn assert_same_activity(raw: &[Bucket], rolled: &[Bucket]) {
+    let (raw, rolled) = (by_start(raw), by_start(rolled));
+    let mut common = 0;
+    for (start, r) in &raw {
+        let Some(o) = rolled.get(start) else { continue };
+        common += 1;
+        assert_eq!((r.received, r.done), (o.received, o.done), "{r:?} {o:?}");
+        assert_eq!(r.lag_max_ms, o.lag_max_ms, "{r:?} {o:?}");
+        match (r.lag_avg_ms, o.lag_avg_ms) {
+            (Some(a), Some(b)) => assert!((a - b).abs() < 1e-6, "{r:?} {o:?}"),
+            (a, b) => assert_eq!(a, b, "{r:?} {o:?}"),
+        }
+    }
+    assert!(common >= raw.len() - 1, "{common} of {}", raw.len());
+}
+
+async fn rolled_minutes(db: &TestDb) -> Vec<(i64, i64, i64, f64, Option<f64>)> {
+    sqlx::query_as(
+        "SELECT extract(epoch FROM minute)::int8, received, done, lag_sum_ms, lag_max_ms \
+         FROM clerk_sync.activity_minutes ORDER BY minute",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql(ACTIVITY_SEED)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let minute_of = |svix: &str| {
+        format!(
+            "SELECT extract(epoch FROM date_bin(interval '1 minute', received_at, \
+             timestamptz 'epoch'))::int8 FROM clerk_sync.webhook_events WHERE svix_id = '{svix}'"
+        )
+    };
+    let (m1, m3, m5) = (
+        db.count(&minute_of("e1")).await,
+        db.count(&minute_of("e3")).await,
+        db.count(&minute_of("e5")).await,
+    );
+
+    // Nothing rolled up yet: the charts are the raw rows.
+    let raw = ops::overview(&db.pool).await.unwrap();
+    let hour = by_start(&raw.last_hour);
+    assert_eq!(raw.last_hour.iter().map(|b| b.received).sum::<i64>(), 6);
+    assert_eq!(
+        raw.last_hour.iter().map(|b| b.done).sum::<i64>(),
+        4,
+        "discarded aside"
+    );
+    assert_eq!(raw.last_day.iter().map(|b| b.received).sum::<i64>(), 6);
+    assert_eq!(raw.last_day.iter().map(|b| b.done).sum::<i64>(), 4);
+    let b1 = hour[&m1];
+    assert_eq!((b1.received, b1.done), (2, 2), "{b1:?}");
+    assert!((b1.lag_avg_ms.unwrap() - 300.0).abs() < 1e-6, "{b1:?}");
+    assert!((b1.lag_max_ms.unwrap() - 400.0).abs() < 1e-6, "{b1:?}");
+    assert_eq!(hour[&(m3 + 60)].lag_max_ms, Some(60_000.0));
+
+    // A 15-minute grace rolls up the minutes up to a quarter of an hour ago, a day back,
+    // zeros included; e5's minute (10 minutes ago) stays open.
+    let Rollup::Rolled { minutes, through } = jobs::roll_up(&db.pool, Duration::from_secs(900))
+        .await
+        .unwrap()
+    else {
+        panic!("busy")
+    };
+    let rows = rolled_minutes(&db).await;
+    assert_eq!(rows.len() as u64, minutes);
+    assert!(minutes >= 24 * 60, "{minutes}");
+    let last = rows.last().unwrap().0;
+    assert_eq!(last + 60, through.timestamp());
+    assert!(last < m5 && through.timestamp() <= chrono::Utc::now().timestamp() - 900);
+    let row = |m: i64| rows.iter().find(|r| r.0 == m).copied().unwrap();
+    let r1 = row(m1);
+    assert_eq!((r1.1, r1.2), (2, 2));
+    assert!(
+        (r1.3 - 600.0).abs() < 1e-6 && (r1.4.unwrap() - 400.0).abs() < 1e-6,
+        "{r1:?}"
+    );
+    assert_eq!(row(m3).1, 2, "e3 and e4 received");
+    assert_eq!((row(m3 + 60).2, row(m3 + 60).4), (1, Some(60_000.0)));
+    assert_eq!(row(m3 + 600).2, 0, "a discard is not done work");
+    assert_eq!(rows.iter().map(|r| r.1).sum::<i64>(), 4);
+
+    // Rolled-up minutes plus the open tail read as the raw rows did.
+    let mixed = ops::overview(&db.pool).await.unwrap();
+    assert_same_activity(&raw.last_hour, &mixed.last_hour);
+    assert_same_activity(&raw.last_day, &mixed.last_day);
+
+    // Again: nothing written twice, nothing changed (a minute may have closed meanwhile).
+    let Rollup::Rolled { minutes, .. } = jobs::roll_up(&db.pool, Duration::from_secs(900))
+        .await
+        .unwrap()
+    else {
+        panic!("busy")
+    };
+    assert!(minutes <= 1, "{minutes}");
+    assert_eq!(rolled_minutes(&db).await[..rows.len()], rows[..]);
+
+    // A short grace closes the rest, up to the minute before last.
+    let Rollup::Rolled { through, .. } = jobs::roll_up(&db.pool, Duration::from_secs(1))
+        .await
+        .unwrap()
+    else {
+        panic!("busy")
+    };
+    let rows = rolled_minutes(&db).await;
+    assert_eq!(rows.iter().find(|r| r.0 == m5).unwrap().1, 1);
+    // All but e6, unless its minute has closed since.
+    let received_before = db
+        .count(&format!(
+            "SELECT count(*) FROM clerk_sync.webhook_events \
+             WHERE received_at < to_timestamp({})",
+            through.timestamp()
+        ))
+        .await;
+    assert!(received_before >= 5, "{received_before}");
+    assert_eq!(rows.iter().map(|r| r.1).sum::<i64>(), received_before);
+    let rolled = ops::overview(&db.pool).await.unwrap();
+    assert_same_activity(&raw.last_hour, &rolled.last_hour);
+    assert_same_activity(&raw.last_day, &rolled.last_day);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_done_jobs_and_events_are_estimated_and_marked() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql(ACTIVITY_SEED)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // A second discarded job: the planner never estimates fewer than one row, so an
+    // estimate of one is taken for none.
+    sqlx::raw_sql(
+        r#"INSERT INTO clerk_sync.webhook_events (svix_id, headers, body, job_id)
+           VALUES ('e7', '{}', '{}', 'job_e7');
+           INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at,
+                                    priority, done_at, last_result)
+           VALUES ('job_e7', 'clerk-sync:event', '\x7b7d', 'Done', 10, 10, now(), 0, now(),
+                   '{"Ok": "discarded"}')"#,
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let exact = Stats::read(&db.pool).await.unwrap();
+    assert_eq!(
+        (
+            exact.done,
+            exact.discarded,
+            exact.dead,
+            exact.events_received
+        ),
+        (6, 2, 1, 7),
+        "{exact:?}"
+    );
+    assert!(!exact.estimated.any());
+    assert_eq!(Stats::read_capped(&db.pool, 100).await.unwrap(), exact);
+
+    sqlx::query("ANALYZE apalis.jobs, clerk_sync.webhook_events")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let capped = Stats::read_capped(&db.pool, 2).await.unwrap();
+    assert!(
+        capped.estimated.done && capped.estimated.events_received,
+        "{capped:?}"
+    );
+    // Fresh statistics of a small table are exact (the outcome's by the migration's
+    // extended statistics); the jobs that are not done are counted.
+    assert_eq!(
+        (
+            capped.done,
+            capped.discarded,
+            capped.skipped,
+            capped.events_received
+        ),
+        (6, 2, 0, 7),
+        "{capped:?}"
+    );
+    assert_eq!((capped.dead, capped.pending), (exact.dead, exact.pending));
 }

@@ -174,6 +174,7 @@ async fn bad_settings_exit_2_with_one_line_naming_the_variable_and_the_flag() {
         ),
         ("JOB_TIMEOUT_MS", "job-timeout-ms", "0", "100..=600000"),
         ("RETENTION_HOURS", "retention-hours", "0", "1..=87600"),
+        ("ROLLUP_GRACE_SECS", "rollup-grace-secs", "0", "1..=3600"),
         (
             "RETRY_BASE_DELAY_MS",
             "retry-base-delay-ms",
@@ -202,6 +203,13 @@ async fn bad_settings_exit_2_with_one_line_naming_the_variable_and_the_flag() {
             &[db, ("RETRY_BASE_DELAY_MS", "5000"), ("RETRY_MAX_DELAY_MS", "1000")],
             2,
             "RETRY_MAX_DELAY_MS (--retry-max-delay-ms): 1000 is less than RETRY_BASE_DELAY_MS (5000)",
+        ),
+        case(
+            worker,
+            &[],
+            &[db, ("JOB_TIMEOUT_MS", "90000"), ("ROLLUP_GRACE_SECS", "60")],
+            2,
+            "ROLLUP_GRACE_SECS (--rollup-grace-secs): 60 s is not longer than JOB_TIMEOUT_MS (90000 ms)",
         ),
         case(
             worker,

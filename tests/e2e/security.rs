@@ -59,6 +59,19 @@ async fn ingest_and_worker_run_under_least_privilege_roles() {
     );
     let pruned = clerk_sync_core::jobs::prune(&app.worker_pool, Duration::from_secs(3600)).await;
     assert!(pruned.is_ok(), "the worker role may prune: {pruned:?}");
+    // The worker rolls up the console's activity under its role (a day back on its first
+    // pass, an hour per transaction, each also pruning).
+    clerk_sync_tests::worker::eventually(
+        Duration::from_secs(20),
+        "the worker's rollup",
+        || async {
+            (app.count("SELECT count(*) FROM clerk_sync.activity_minutes")
+                .await
+                >= 24 * 60)
+                .then_some(())
+        },
+    )
+    .await;
     // The worker may not forge events.
     denied(
         &app.worker_pool,

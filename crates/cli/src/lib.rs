@@ -8,7 +8,7 @@ mod table;
 mod test_event;
 mod view;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use clerk_sync_core::{
@@ -53,6 +53,17 @@ pub enum Command {
         /// letters discarded by an operator).
         #[arg(long)]
         json: bool,
+    },
+    /// Roll up the console's per-minute activity (events received, jobs done, apply lag)
+    /// for every minute that closed --grace-secs ago and is not rolled up yet, as the
+    /// workers do every 30 s (one session at a time). Prints how many minutes it wrote.
+    Rollup {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// How long after a minute ends it is rolled up: longer than any transaction that
+        /// marks a job done (the workers' ROLLUP_GRACE_SECS) [1..=3600].
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        grace_secs: u64,
     },
     /// List dead-lettered jobs (the rows of the clerk_sync.dead_letters view), newest first.
     Failed {
@@ -251,6 +262,18 @@ impl Cli {
                     println!("events received: {}", s.events_received);
                 }
             }
+            Command::Rollup { db, grace_secs } => {
+                let pool = pool(&db).await?;
+                match jobs::roll_up(&pool, Duration::from_secs(grace_secs)).await? {
+                    jobs::Rollup::Busy => {
+                        println!("another session is rolling up; nothing done")
+                    }
+                    jobs::Rollup::Rolled { minutes, through } => println!(
+                        "rolled up {minutes} minute(s); rolled up until {}",
+                        through.format("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                }
+            }
             Command::Failed {
                 db,
                 json,
@@ -349,7 +372,7 @@ impl Cli {
                     "clerk-sync-console",
                     4,
                     db::Session {
-                        statement_timeout: Some(std::time::Duration::from_secs(10)),
+                        statement_timeout: Some(Duration::from_secs(10)),
                         ..Default::default()
                     },
                 )

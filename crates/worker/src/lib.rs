@@ -12,6 +12,7 @@
 //!   lock); the jobs of a worker whose session ended are rescued within a second;
 //! - `wakeup`: claiming on every NOTIFY of a new job, and on a timer;
 //! - `retention`: pruning that never touches dead letters;
+//! - `rollup`: the console's per-minute activity figures, from the minutes that closed;
 //! - `settings`: [`Config`] (flags and environment, validated at start) and [`Settings`];
 //! - `server` and `metrics`: `/metrics`, `/healthz` and `/readyz` on `METRICS_ADDR`.
 
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod pipeline;
 mod rescue;
 mod retention;
+mod rollup;
 mod server;
 mod session;
 mod settings;
@@ -127,9 +129,16 @@ impl Worker {
             self.settings.retention_interval,
             stop.clone(),
         ));
+        let rollup = tokio::spawn(rollup::run(
+            self.pool.clone(),
+            self.settings.rollup_grace,
+            self.settings.rollup_interval,
+            stop.clone(),
+        ));
         let rescue = tokio::spawn(rescue::run(self.pool.clone(), stop.clone()));
         supervisor::run(self.pool, self.settings, self.pipeline, stop).await;
         retention.abort();
+        rollup.abort();
         rescue.abort();
         let _ = server.await;
         tracing::info!("clerk-sync-worker stopped");

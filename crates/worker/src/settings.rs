@@ -86,6 +86,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub retention_hours: u64,
 
+    /// How long after a minute ends its activity figures are rolled up for the console:
+    /// longer than any transaction that marks a job done, so longer than JOB_TIMEOUT_MS.
+    /// Default: 120, or JOB_TIMEOUT_MS + 60 s if that is longer [1..=3600].
+    #[arg(long, env = "ROLLUP_GRACE_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub rollup_grace_secs: Option<u64>,
+
     /// Keep a deleted user's data (names, emails, phones, metadata, image, raw) in its
     /// tombstone. By default it is erased, and older events never bring it back.
     #[arg(long, env = "KEEP_DELETED_USER_DATA")]
@@ -118,6 +125,16 @@ impl Validate for Config {
                 self.retry_max_delay_ms, self.retry_base_delay_ms
             ));
         }
+        // A job's `done_at` is the start of the transaction that applies it, which commits
+        // within the attempt's time limit: the rollup must wait longer than that.
+        if let Some(grace) = self.rollup_grace_secs
+            && grace * 1000 <= self.job_timeout_ms
+        {
+            return Err(format!(
+                "ROLLUP_GRACE_SECS (--rollup-grace-secs): {grace} s is not longer than JOB_TIMEOUT_MS ({} ms)",
+                self.job_timeout_ms
+            ));
+        }
         // Each applying transaction holds a connection; claiming, heartbeats and
         // retention need at least one more.
         if self.db_max_connections as usize <= self.apply_transactions {
@@ -143,6 +160,9 @@ pub struct Settings {
     pub job_timeout: Duration,
     pub retention: Duration,
     pub retention_interval: Duration,
+    /// How long after a minute ends its activity is rolled up, and how often.
+    pub rollup_grace: Duration,
+    pub rollup_interval: Duration,
     /// How long SIGTERM waits for in-flight jobs before giving up on them (they are then
     /// rescued as orphans by another worker).
     pub drain_timeout: Duration,
@@ -169,6 +189,11 @@ impl Settings {
             job_timeout: Duration::from_millis(c.job_timeout_ms),
             retention: Duration::from_secs(c.retention_hours * 3600),
             retention_interval: Duration::from_secs(60),
+            rollup_grace: Duration::from_secs(
+                c.rollup_grace_secs
+                    .unwrap_or((c.job_timeout_ms / 1000 + 60).max(120)),
+            ),
+            rollup_interval: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             appliers: c.apply_transactions,
             apply_batch: c.apply_batch,

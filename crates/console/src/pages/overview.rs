@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use axum::{extract::State, response::Html};
-use clerk_sync_core::{jobs::Bucket, ops};
+use clerk_sync_core::{
+    jobs::{Bucket, JobState},
+    ops,
+};
 use maud::{Markup, html};
 
 use super::query_string;
@@ -69,21 +72,77 @@ fn dead_of_type(t: Option<&str>) -> String {
     format!("/jobs?{}", query_string(&pairs))
 }
 
+/// `10000` as `10,000`.
+fn thousands(n: i64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) && c.is_ascii_digit() {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A count as a card shows it: exact, or (an estimate past the cap) `≈1.2M`.
+struct Count {
+    n: i64,
+    estimated: bool,
+}
+
+impl Count {
+    fn exact(n: i64) -> Self {
+        Self {
+            n,
+            estimated: false,
+        }
+    }
+
+    fn shown(&self) -> String {
+        if !self.estimated {
+            return self.n.to_string();
+        }
+        // Two significant digits: all an estimate is worth.
+        let n = self.n as f64;
+        let (v, unit) = if n >= 1e9 {
+            (n / 1e9, "G")
+        } else if n >= 1e6 {
+            (n / 1e6, "M")
+        } else if n >= 1e3 {
+            (n / 1e3, "k")
+        } else {
+            return format!("≈{}", self.n);
+        };
+        if v >= 10.0 {
+            format!("≈{v:.0}{unit}")
+        } else {
+            format!("≈{v:.1}{unit}")
+        }
+    }
+}
+
 fn card(
     id: &str,
     class: &str,
     what: &str,
-    value: i64,
-    shown: String,
+    count: Count,
+    shown: Option<String>,
     href: Option<String>,
 ) -> Markup {
+    let shown = shown.unwrap_or_else(|| count.shown());
     html! {
-        div class={"card " (class)} id=(id) data-value=(value) {
+        div class={"card " (class)} id=(id) data-value=(count.n) data-estimated=[count.estimated.then_some("true")] {
             @match href {
                 Some(href) => a href=(href) { span.n { (shown) } },
                 None => span.n { (shown) },
             }
-            span.what { (what) }
+            span.what {
+                (what)
+                @if count.estimated {
+                    " " abbr.estimate title=(format!("More than {}: estimated from the planner's statistics", thousands(clerk_sync_core::jobs::COUNT_CAP))) { "(estimate)" }
+                }
+            }
         }
     }
 }
@@ -96,13 +155,16 @@ pub(crate) async fn page(State(state): State<Arc<AppState>>) -> Result<Html<Stri
         h1 { "Overview" }
         section.cards aria-label="Jobs by state" {
             @for (st, n) in s.by_state() {
-                (card(&format!("stat-{}", st.as_str()), st.as_str(), st.as_str(), n, n.to_string(),
+                (card(&format!("stat-{}", st.as_str()), st.as_str(), st.as_str(),
+                    Count { n, estimated: st == JobState::Done && s.estimated.done }, None,
                     Some(format!("/jobs?state={}", st.as_str()))))
             }
-            (card("stat-skipped", "", "skipped (done, not mirrored)", s.skipped, s.skipped.to_string(), None))
-            (card("stat-oldest-pending", "", "oldest pending job", s.oldest_pending_age_seconds,
-                layout::duration(s.oldest_pending_age_seconds), None))
-            (card("stat-events", "", "events received", s.events_received, s.events_received.to_string(), None))
+            (card("stat-skipped", "", "skipped (done, not mirrored)",
+                Count { n: s.skipped, estimated: s.estimated.done }, None, None))
+            (card("stat-oldest-pending", "", "oldest pending job", Count::exact(s.oldest_pending_age_seconds),
+                Some(layout::duration(s.oldest_pending_age_seconds)), None))
+            (card("stat-events", "", "events received",
+                Count { n: s.events_received, estimated: s.estimated.events_received }, None, None))
         }
         h2 { "Activity" }
         section.charts {
@@ -159,4 +221,23 @@ pub(crate) async fn page(State(state): State<Arc<AppState>>) -> Result<Html<Stri
         }
     };
     Ok(Html(layout::page("Overview", &ctx, body).into_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_counts_read_in_full_and_estimates_in_two_digits() {
+        assert_eq!(Count::exact(1_234_567).shown(), "1234567");
+        let est = |n| Count { n, estimated: true }.shown();
+        assert_eq!(est(998_976), "≈999k");
+        assert_eq!(est(1_049_000), "≈1.0M");
+        assert_eq!(est(12_345), "≈12k");
+        assert_eq!(est(23_400_000), "≈23M");
+        assert_eq!(est(0), "≈0");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }
