@@ -341,3 +341,30 @@ async fn a_cancelled_begin_never_leaks_its_transaction_into_the_pool() {
         .unwrap();
     assert_eq!(written, 20, "{cancelled} BEGINs cancelled in flight");
 }
+
+/// sqlx 0.9.0 leaves Nagle's algorithm on its TCP connections; every pool of ours turns it
+/// off on each new connection (`core::nodelay`), or a statement spanning two segments waits
+/// for the server's delayed ACK (40 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_to_postgres_have_tcp_nodelay() {
+    use clerk_sync_core::nodelay::set_on_connections_to;
+    let db = clerk_sync_tests::TestDb::new().await;
+    let pool = clerk_sync_core::db::connect(&db.url, "nodelay", 2, Default::default())
+        .await
+        .unwrap();
+    let port = clerk_sync_core::db::connect_options(&db.url)
+        .unwrap()
+        .get_port();
+    let _a = pool.acquire().await.unwrap();
+    let _b = pool.acquire().await.unwrap();
+    // A plain socket to the same port starts with Nagle on: the check can tell.
+    let plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(!plain.nodelay().unwrap());
+    let sockets = set_on_connections_to(port).unwrap();
+    assert!(sockets.found >= 3, "{sockets:?}");
+    assert_eq!(
+        sockets.set, 1,
+        "only the plain socket had Nagle on: {sockets:?}"
+    );
+    assert!(plain.nodelay().unwrap());
+}

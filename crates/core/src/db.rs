@@ -43,6 +43,8 @@ pub async fn connect(
     session: Session,
 ) -> anyhow::Result<PgPool> {
     let options = connect_options(url)?.application_name(app_name);
+    // Over TCP, each new connection gets TCP_NODELAY, which sqlx 0.9.0 leaves off.
+    let tcp_port = options.get_socket().is_none().then(|| options.get_port());
     let mut sets = String::new();
     if let Some(t) = session.statement_timeout {
         sets += &format!("SET statement_timeout = '{}ms';", t.as_millis().max(1));
@@ -83,6 +85,20 @@ pub async fn connect(
         .after_connect(move |conn, _| {
             let sets = sets.clone();
             Box::pin(async move {
+                if let Some(port) = tcp_port
+                    && let Err(e) = crate::nodelay::set_on_connections_to(port)
+                {
+                    // Once: where the kernel refuses (before Linux 5.6, a seccomp filter),
+                    // every connection would say the same.
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        tracing::warn!(
+                            error = %e,
+                            "cannot set TCP_NODELAY on database connections; statements \
+                             over one TCP segment may wait up to 40 ms for the server's ACK"
+                        );
+                    });
+                }
                 if !sets.is_empty() {
                     sqlx::raw_sql(sqlx::AssertSqlSafe(sets))
                         .execute(conn)

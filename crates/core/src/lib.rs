@@ -10,6 +10,7 @@ pub mod exit;
 pub mod jobs;
 pub mod metrics;
 pub mod mirror;
+pub mod nodelay;
 pub mod ops;
 pub mod readiness;
 pub mod samples;
