@@ -96,12 +96,16 @@ echo "lag: 500 events/s for ${lag_secs}s" >&2
 bench cs_bench lag --rate 500 --seconds "$lag_secs" > "$out/lag.json"
 cat "$out/lag.json" >&2
 
-# Sustained capacity: the highest rate, of a few fractions of the drain rate, whose events
-# are all acknowledged and applied with lag p99 under 1 s over $cap_secs seconds.
+# Sustained capacity: the highest rate, of a few fractions of the slower of ingest (c=64,
+# alone) and the drain (alone), whose events are all acknowledged and applied with lag p99
+# under 1 s over $cap_secs seconds. Together they share the two cores with the sender, so
+# the fractions go well below either.
 drain_rate=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["events_per_s"])' "$out/drain.json")
+ingest_rate=$(python3 -c 'import json,sys; print(sum(json.load(open(f"{sys.argv[1]}/load{r}_64.json"))["requests_per_s"] for r in (1, 2)) / 2)' "$out")
+slower=$(python3 -c "print(min(float('$drain_rate'), float('$ingest_rate')))")
 echo '{"rate": 0}' > "$out/capacity.json"
-for f in 0.9 0.7 0.5; do
-  rate=$(python3 -c "print(int(float('$drain_rate') * $f) // 50 * 50)")
+for f in 0.9 0.7 0.6 0.5 0.4 0.3; do
+  rate=$(python3 -c "print(int(float('$slower') * $f) // 50 * 50)")
   fresh cs_bench
   echo "capacity: $rate events/s for ${cap_secs}s" >&2
   bench cs_bench lag --rate "$rate" --seconds "$cap_secs" > "$out/cap_try.json"
@@ -149,7 +153,7 @@ rows += [
   (f"worker drain, {drain_n} backlog", f"{drain['events_per_s']:.0f} events/s", f"pgbench upsert {pg_upsert:.0f} tx/s", f"{drain['events_per_s']/pg_upsert:.2f}×", "≥ 1.0×"),
   (f"drain rate at {big_n} vs {small_n} backlog", f"{big['events_per_s']:.0f} vs {small['events_per_s']:.0f} events/s", "", f"{big['events_per_s']/small['events_per_s']:.2f}×", "≥ 0.7×"),
   ("lag at 500 events/s, p50 / p99", f"{lag['lag_p50_ms']:.1f} / {lag['lag_p99_ms']:.1f} ms", "", "", "p99 ≤ 20 ms"),
-  (f"sustained capacity (lag p99 < 1 s for {cap_secs} s; tries 0.9, 0.7, 0.5 × drain)", f"{cap['rate']} events/s" + (f" (p99 {cap['lag_p99_ms']:.0f} ms)" if cap['rate'] else ""), "", "", ""),
+  (f"sustained capacity (lag p99 < 1 s for {cap_secs} s; tries 0.9 … 0.3 × the slower of ingest c=64 and drain)", f"{cap['rate']} events/s" + (f" (p99 {cap['lag_p99_ms']:.0f} ms)" if cap['rate'] else ""), "", "", ""),
   ("peak RSS ingest / worker", f"{max(load[16]['peak_rss_mib'], load[64]['peak_rss_mib'], lag['ingest_peak_rss_mib']):.1f} / {max(drain['worker_peak_rss_mib'], big['worker_peak_rss_mib'], lag['worker_peak_rss_mib']):.1f} MiB", "", "", "≤ 18 / ≤ 24 MiB"),
 ]
 print(f"Machine: {os.cpu_count()} CPUs ({cpu}), {pgv}, {platform.platform()}")
