@@ -514,21 +514,48 @@ impl Stats {
     /// Every count exact (`clerk-sync status`): counts every done job and every stored
     /// event, so it takes a while on a large queue.
     pub async fn read(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        Self::read_with(pool, None).await
+        Self::counted(&mut *pool.acquire().await?, None).await
     }
 
     /// Like [`Stats::read`], but done jobs and stored events are counted up to `cap` only;
     /// beyond it they are estimated from the planner's statistics and marked so in
     /// [`Stats::estimated`] (the console's overview, which must answer at once).
     pub async fn read_capped(pool: &PgPool, cap: i64) -> Result<Self, sqlx::Error> {
-        Self::read_with(pool, Some(cap.max(0))).await
+        let cap = cap.max(0);
+        let mut tx = small_reads(pool).await?;
+        let mut stats = Self::counted(&mut tx, Some(cap)).await?;
+        // Past the cap, the planner's estimates; what was counted is a lower bound of each.
+        stats.estimated = Estimated {
+            done: stats.done > cap,
+            events_received: stats.events_received > cap,
+        };
+        if stats.estimated.any() {
+            let jobs = format!("FROM apalis.jobs j WHERE j.job_type = '{QUEUE}'");
+            let e = estimates(
+                &mut tx,
+                &[
+                    format!("{jobs} AND {}", JobState::Done.condition()),
+                    format!("{jobs} AND (j.last_result->>'Ok') = 'skipped'"),
+                    format!("{jobs} AND (j.last_result->>'Ok') = 'discarded'"),
+                    "FROM clerk_sync.webhook_events".to_owned(),
+                ],
+            )
+            .await?;
+            if stats.estimated.done {
+                stats.done = stats.done.max(e[0]);
+                stats.skipped = stats.skipped.max(e[1].min(stats.done));
+                stats.discarded = stats.discarded.max(e[2].min(stats.done));
+            }
+            if stats.estimated.events_received {
+                stats.events_received = stats.events_received.max(e[3]);
+            }
+        }
+        tx.commit().await?;
+        Ok(stats)
     }
 
-    async fn read_with(pool: &PgPool, cap: Option<i64>) -> Result<Self, sqlx::Error> {
-        let mut tx = match cap {
-            Some(_) => small_reads(pool).await?,
-            None => pool.begin().await?,
-        };
+    /// The counts, done jobs and stored events only up to `cap + 1` when there is a cap.
+    async fn counted(conn: &mut PgConnection, cap: Option<i64>) -> Result<Self, sqlx::Error> {
         // One statement, so one snapshot: a job is counted in one state only. The jobs that
         // are not done are few and come from the `unfinished` index; done jobs and events
         // are counted up to `$2` (`LIMIT NULL` is no limit).
@@ -563,9 +590,9 @@ impl Stats {
             )))
             .bind(QUEUE)
             .bind(cap.map(|c| c + 1))
-            .fetch_one(&mut *tx)
+            .fetch_one(conn)
             .await?;
-        let mut stats = Self {
+        Ok(Self {
             pending: row.0,
             running: row.1,
             retrying: row.2,
@@ -576,36 +603,7 @@ impl Stats {
             discarded: row.7,
             events_received: row.8,
             estimated: Estimated::default(),
-        };
-        // Past the cap, the planner's estimates; what was counted is a lower bound of each.
-        let cap = cap.unwrap_or(i64::MAX);
-        stats.estimated = Estimated {
-            done: stats.done > cap,
-            events_received: stats.events_received > cap,
-        };
-        if stats.estimated.any() {
-            let jobs = format!("FROM apalis.jobs j WHERE j.job_type = '{QUEUE}'");
-            let e = estimates(
-                &mut tx,
-                &[
-                    format!("{jobs} AND {}", JobState::Done.condition()),
-                    format!("{jobs} AND (j.last_result->>'Ok') = 'skipped'"),
-                    format!("{jobs} AND (j.last_result->>'Ok') = 'discarded'"),
-                    "FROM clerk_sync.webhook_events".to_owned(),
-                ],
-            )
-            .await?;
-            if stats.estimated.done {
-                stats.done = stats.done.max(e[0]);
-                stats.skipped = stats.skipped.max(e[1].min(stats.done));
-                stats.discarded = stats.discarded.max(e[2].min(stats.done));
-            }
-            if stats.estimated.events_received {
-                stats.events_received = stats.events_received.max(e[3]);
-            }
-        }
-        tx.commit().await?;
-        Ok(stats)
+        })
     }
 
     pub fn by_state(&self) -> [(JobState, i64); 5] {
@@ -1230,7 +1228,8 @@ pub enum Rollup {
 /// again. One session at a time (a transaction-scoped try-lock); another gets
 /// [`Rollup::Busy`] (or, if it held the lock for an hour's step first, what it did).
 pub async fn roll_up(pool: &PgPool, grace: Duration) -> Result<Rollup, sqlx::Error> {
-    let mut done: Option<(u64, DateTime<Utc>)> = None;
+    // Minutes rolled up so far, and the end of the last one, once a step has run.
+    let mut rolled: Option<(u64, DateTime<Utc>)> = None;
     loop {
         let mut tx = pool.begin().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -1238,10 +1237,12 @@ pub async fn roll_up(pool: &PgPool, grace: Duration) -> Result<Rollup, sqlx::Err
             .fetch_one(&mut *tx)
             .await?;
         if !locked {
-            return Ok(match done {
-                None => Rollup::Busy,
-                Some((minutes, through)) => Rollup::Rolled { minutes, through },
-            });
+            return Ok(
+                rolled.map_or(Rollup::Busy, |(minutes, through)| Rollup::Rolled {
+                    minutes,
+                    through,
+                }),
+            );
         }
         let (from, to, closed): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) =
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -1278,14 +1279,12 @@ pub async fn roll_up(pool: &PgPool, grace: Duration) -> Result<Rollup, sqlx::Err
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let total = done.map_or(0, |(m, _)| m) + minutes;
-        done = Some((total, to.max(from)));
+        let minutes = rolled.map_or(0, |(m, _)| m) + minutes;
+        let through = to.max(from);
         if to >= closed {
-            return Ok(Rollup::Rolled {
-                minutes: total,
-                through: to.max(from),
-            });
+            return Ok(Rollup::Rolled { minutes, through });
         }
+        rolled = Some((minutes, through));
     }
 }
 
