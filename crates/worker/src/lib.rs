@@ -18,6 +18,7 @@
 
 mod handler;
 pub mod metrics;
+mod periodic;
 pub mod pipeline;
 mod rescue;
 mod retention;

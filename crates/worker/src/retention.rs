@@ -7,10 +7,8 @@ use clerk_sync_core::jobs::{self, Pruned};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use clerk_sync_core::shutdown::stopped;
-
 pub async fn run(pool: PgPool, keep: Duration, every: Duration, stop: watch::Receiver<bool>) {
-    loop {
+    crate::periodic::every(every, stop, || async {
         match jobs::prune(&pool, keep).await {
             Ok(p) if p != Pruned::default() => tracing::info!(
                 jobs = p.jobs,
@@ -25,9 +23,6 @@ pub async fn run(pool: PgPool, keep: Duration, every: Duration, stop: watch::Rec
                 "pruning failed; will try again"
             ),
         }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = stopped(stop.clone()) => return,
-        }
-    }
+    })
+    .await
 }

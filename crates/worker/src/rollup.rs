@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use clerk_sync_core::{jobs, shutdown::stopped};
+use clerk_sync_core::jobs;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
 pub async fn run(pool: PgPool, grace: Duration, every: Duration, stop: watch::Receiver<bool>) {
-    loop {
+    crate::periodic::every(every, stop, || async {
         match jobs::roll_up(&pool, grace).await {
             Ok(jobs::Rollup::Rolled { minutes, through }) if minutes > 0 => {
                 tracing::debug!(minutes, through = %through, "activity rolled up")
@@ -20,9 +20,6 @@ pub async fn run(pool: PgPool, grace: Duration, every: Duration, stop: watch::Re
                 "activity rollup failed; will try again"
             ),
         }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = stopped(stop.clone()) => return,
-        }
-    }
+    })
+    .await
 }
