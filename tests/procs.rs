@@ -147,6 +147,27 @@ fn spawn(
         .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()))
 }
 
+/// Waits for `child` to exit, at most `within`, and asserts that it exited 0.
+pub async fn exits_zero(
+    child: &mut tokio::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) {
+    let status = tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not exit within {within:?}"))
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{what} exited with {status}");
+}
+
+/// A number a long test reads from its environment (`SOAK_SECONDS=1200`), or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Sends a signal by name (`TERM`, `KILL`) to a child process.
 pub fn signal(child: &tokio::process::Child, name: &str) {
     let pid = child.id().expect("child is running").to_string();

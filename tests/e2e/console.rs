@@ -509,6 +509,17 @@ fn assert_same_activity(raw: &[Bucket], rolled: &[Bucket]) {
     assert!(common >= raw.len() - 1, "{common} of {}", raw.len());
 }
 
+/// One rollup pass with a grace of `grace_secs`: the minutes it wrote, and how far it got.
+async fn roll_up(db: &TestDb, grace_secs: u64) -> (u64, chrono::DateTime<chrono::Utc>) {
+    match jobs::roll_up(&db.pool, Duration::from_secs(grace_secs))
+        .await
+        .unwrap()
+    {
+        Rollup::Rolled { minutes, through } => (minutes, through),
+        Rollup::Busy => panic!("busy: no other session rolls up here"),
+    }
+}
+
 async fn rolled_minutes(db: &TestDb) -> Vec<(i64, i64, i64, f64, Option<f64>)> {
     sqlx::query_as(
         "SELECT extract(epoch FROM minute)::int8, received, done, lag_sum_ms, lag_max_ms \
@@ -557,12 +568,7 @@ async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same(
 
     // A 15-minute grace rolls up the minutes up to a quarter of an hour ago, a day back,
     // zeros included; e5's minute (10 minutes ago) stays open.
-    let Rollup::Rolled { minutes, through } = jobs::roll_up(&db.pool, Duration::from_secs(900))
-        .await
-        .unwrap()
-    else {
-        panic!("busy")
-    };
+    let (minutes, through) = roll_up(&db, 900).await;
     let rows = rolled_minutes(&db).await;
     assert_eq!(rows.len() as u64, minutes);
     assert!(minutes >= 24 * 60, "{minutes}");
@@ -587,22 +593,12 @@ async fn the_rollup_writes_each_closed_minute_once_and_the_charts_read_the_same(
     assert_same_activity(&raw.last_day, &mixed.last_day);
 
     // Again: nothing written twice, nothing changed (a minute may have closed meanwhile).
-    let Rollup::Rolled { minutes, .. } = jobs::roll_up(&db.pool, Duration::from_secs(900))
-        .await
-        .unwrap()
-    else {
-        panic!("busy")
-    };
+    let (minutes, _) = roll_up(&db, 900).await;
     assert!(minutes <= 1, "{minutes}");
     assert_eq!(rolled_minutes(&db).await[..rows.len()], rows[..]);
 
     // A short grace closes the rest, up to the minute before last.
-    let Rollup::Rolled { through, .. } = jobs::roll_up(&db.pool, Duration::from_secs(1))
-        .await
-        .unwrap()
-    else {
-        panic!("busy")
-    };
+    let (_, through) = roll_up(&db, 1).await;
     let rows = rolled_minutes(&db).await;
     assert_eq!(rows.iter().find(|r| r.0 == m5).unwrap().1, 1);
     // All but e6, unless its minute has closed since.

@@ -17,7 +17,7 @@ use clerk_sync_tests::{
     events::user_event,
     http::{IngestOptions, client, request},
     pg_cluster::PgCluster,
-    procs::{free_port, signal, spawn_ingest, spawn_worker_with, wait_for_port},
+    procs::{exits_zero, free_port, signal, spawn_ingest, spawn_worker_with, wait_for_port},
     signing::Delivery,
     worker::{eventually, fast_settings},
 };
@@ -144,11 +144,7 @@ async fn sigterm_to_ingest_under_load_loses_nothing_acknowledged() {
     )
     .await;
     signal(&ingest, "TERM");
-    let exit = tokio::time::timeout(Duration::from_secs(15), ingest.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    exits_zero(&mut ingest, Duration::from_secs(15), "ingest").await;
     for s in senders {
         s.await.unwrap();
     }

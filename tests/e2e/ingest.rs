@@ -7,7 +7,7 @@ use clerk_sync_core::{
 use clerk_sync_tests::{
     TestApp, TestDb, TestIngest,
     http::IngestOptions,
-    procs::{free_port, signal, spawn_ingest, wait_for_port},
+    procs::{exits_zero, free_port, signal, spawn_ingest, wait_for_port},
     signing::{Delivery, OTHER_SECRET, SECRET, Signer, now_secs},
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -580,10 +580,11 @@ async fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits after draining")
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    exits_zero(
+        &mut child,
+        Duration::from_secs(10),
+        "ingest, after draining,",
+    )
+    .await;
     assert_eq!(stored(db).await, (1, 1));
 }

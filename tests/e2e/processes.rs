@@ -3,7 +3,12 @@
 use std::time::{Duration, Instant};
 
 use clerk_sync_core::jobs::{self, JobState};
-use clerk_sync_tests::{TestApp, TestDb, events::user_event, procs::signal, worker::eventually};
+use clerk_sync_tests::{
+    TestApp, TestDb,
+    events::user_event,
+    procs::{exits_zero, signal},
+    worker::eventually,
+};
 use sqlx::{Connection as _, PgConnection};
 
 /// Holds a row lock on a user so that a worker applying an event for it blocks mid-job.
@@ -125,11 +130,12 @@ async fn sigterm_stops_claiming_finishes_in_flight_work_and_exits_zero() {
     .await;
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
 
-    let exit = tokio::time::timeout(Duration::from_secs(15), worker.wait())
-        .await
-        .expect("exits after draining")
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    exits_zero(
+        &mut worker,
+        Duration::from_secs(15),
+        "the worker, after draining,",
+    )
+    .await;
     let rows = jobs::find(app.pool(), None).await.unwrap();
     assert_eq!(
         (rows[0].state, rows[0].lock_by.as_deref(), rows[0].attempts),

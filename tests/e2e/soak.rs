@@ -18,17 +18,10 @@ use clerk_sync_tests::{
     events::user_event,
     http::{client, request},
     pg_cluster::PgCluster,
-    procs::{free_port, signal, spawn_ingest, spawn_worker_with, wait_for_port},
+    procs::{env_number, free_port, signal, spawn_ingest, spawn_worker_with, wait_for_port},
     signing::Signer,
 };
 use sqlx::{Connection as _, PgConnection};
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -44,10 +37,10 @@ fn rss_kib(pid: u32) -> Option<u64> {
 #[ignore = "runs alone: deploy/test.sh and bench/soak.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_worker_kills_and_postgres_restarts_loses_nothing() {
-    let secs = setting("SOAK_SECONDS", 120);
-    let rate = setting("SOAK_RATE", 20).max(1);
-    let kill_every = Duration::from_secs(setting("SOAK_KILL_EVERY", 60));
-    let restart_every = Duration::from_secs(setting("SOAK_RESTART_EVERY", 300).min(secs / 2));
+    let secs = env_number("SOAK_SECONDS", 120);
+    let rate = env_number("SOAK_RATE", 20).max(1);
+    let kill_every = Duration::from_secs(env_number("SOAK_KILL_EVERY", 60));
+    let restart_every = Duration::from_secs(env_number("SOAK_RESTART_EVERY", 300).min(secs / 2));
 
     let cluster = Arc::new(PgCluster::start_new());
     let mut admin = PgConnection::connect(&cluster.url("postgres"))

@@ -29,7 +29,7 @@ use clerk_sync_tests::{
     app::settled,
     history::{apply_in_order, differences, history, options, snapshot},
     http::{client, request},
-    procs::{Bins, free_port, log_path, signal, wait_for_port},
+    procs::{Bins, env_number, exits_zero, free_port, log_path, signal, wait_for_port},
     signing::{Signer, now_secs},
     worker::eventually,
 };
@@ -38,13 +38,6 @@ use clerk_sync_tests::{
 const BEFORE: u8 = 0;
 const SIDE_BY_SIDE: u8 = 1;
 const NEW_ONLY: u8 = 2;
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One acknowledged delivery: its svix-id, which ingest answered (`old`, `new`), and when.
 struct Ack {
@@ -78,11 +71,12 @@ fn complaints(label: &str) -> Vec<String> {
 
 async fn stop(child: &mut tokio::process::Child, what: &str) {
     signal(child, "TERM");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not stop within 30 s of SIGTERM"))
-        .unwrap();
-    assert!(status.success(), "{what} exited with {status} on SIGTERM");
+    exits_zero(
+        child,
+        Duration::from_secs(30),
+        &format!("{what}, on SIGTERM,"),
+    )
+    .await;
 }
 
 // Needs the previous release built (deploy/old-release.sh), so it runs from deploy/test.sh.
@@ -94,8 +88,8 @@ async fn rolling_upgrade_from_the_previous_release_loses_nothing_and_changes_not
          (OLD_RELEASE_BIN=$(bash deploy/old-release.sh)); deploy/test.sh sets it",
     ));
     let new = Bins::current();
-    let seeds = setting("UPGRADE_SEEDS", 30);
-    let rate = setting("UPGRADE_RATE", 50).max(1);
+    let seeds = env_number("UPGRADE_SEEDS", 30);
+    let rate = env_number("UPGRADE_RATE", 50).max(1);
     let options = options();
 
     // The histories, and their in-order result on a database of the new schema.
